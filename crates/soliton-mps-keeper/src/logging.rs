@@ -1,0 +1,46 @@
+//! Log set-up: straight to the journal (with structured fields, among them the
+//! fixed `MESSAGE_ID` of keeper failures) when stderr is the journal, plain
+//! text on stderr otherwise (no colour or time stamps unless on a terminal).
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Whether systemd connected stderr to the journal (`JOURNAL_STREAM`).
+pub fn is_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Installs the global subscriber. `RUST_LOG` sets the filter (default `info`).
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if is_journal()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        // No field prefix: `message_id` becomes the journal's MESSAGE_ID and
+        // `gpu` becomes GPU, which `journalctl GPU=…` can match.
+        let journald = journald
+            .with_field_prefix(None)
+            .with_syslog_identifier("soliton-mps-keeper".into());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .init();
+        return;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(tty)
+        .with_target(false);
+    if tty {
+        tracing_subscriber::registry().with(filter).with(fmt).init();
+    } else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.without_time())
+            .init();
+    }
+}
