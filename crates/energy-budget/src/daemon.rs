@@ -287,8 +287,9 @@ impl Engine {
 
     /// Write state and metrics, then log the warnings that became due and apply
     /// enforcement. Warnings are marked fired in the same write, and logged
-    /// only once it succeeded, so each is logged once per period.
-    pub fn sync(&mut self, now_unix: f64) -> Result<(), EngineError> {
+    /// only once it succeeded, so each is logged once per period. Returns the
+    /// warnings logged.
+    pub fn sync(&mut self, now_unix: f64) -> Result<Vec<budget::Warning>, EngineError> {
         self.allocations = load_allocations_logged(&self.cfg, &self.allocations);
         let allocs = self.allocations();
         let due = budget::due_warnings(&mut self.state, self.cfg.budget_kwh, &allocs, now_unix);
@@ -324,7 +325,8 @@ impl Engine {
         metrics::write(&self.cfg.metrics_path, &text).map_err(|error| EngineError::Metrics {
             path: self.cfg.metrics_path.clone(),
             error,
-        })
+        })?;
+        Ok(due)
     }
 
     fn enforce(&mut self, allocs: &BTreeMap<String, f64>) {
@@ -475,7 +477,7 @@ pub fn run(cfg: Config, gpu: Result<Box<dyn GpuSource>, String>) -> anyhow::Resu
         if now >= next_sync {
             next_sync = now + sync_every;
             sync_ok = match engine.sync(unix_now()) {
-                Ok(()) => true,
+                Ok(_) => true,
                 Err(e) => {
                     error!(error = %e, "sync failed; watchdog pings stop until a sync succeeds");
                     false
