@@ -1,0 +1,308 @@
+//! `capsule-build build`: manifest, reproducible archive, signature, records.
+
+use std::io::{BufWriter, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use capsule::digest::HashingWriter;
+use capsule::manifest::{MANIFEST_NAME, Manifest, with_format_line};
+use capsule::minisig::SigningKey;
+use capsule::names::{CapsuleName, ReleaseId};
+use capsule::pack::{self, PackOptions, ZSTD_LEVEL, ZSTD_WORKERS};
+use capsule::trusted::TrustedComment;
+
+use crate::output::{Outputs, set_mode};
+use crate::records::{BuildInfo, BuildRecord, CapsuleInfo, Compressor, SCHEMA, SignatureInfo};
+use crate::{InputError, ProgressSink};
+
+/// Everything a build needs, resolved from flags, environment and config.
+#[derive(Debug)]
+pub struct BuildRequest {
+    pub src: PathBuf,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub manifest: Option<PathBuf>,
+    /// `None` only with `skip_sign`.
+    pub key: Option<PathBuf>,
+    pub password: Option<String>,
+    pub out: PathBuf,
+    pub skip_sign: bool,
+    pub builder: String,
+}
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct Built {
+    pub record: BuildRecord,
+    pub paths: Vec<PathBuf>,
+}
+
+pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Built> {
+    let started = Instant::now();
+
+    // 1. The manifest: the given file, else SRC/capsule.yml, else a default.
+    let (manifest_text, manifest_origin) = read_manifest(req)?;
+    let manifest = match &manifest_text {
+        Some(text) => Manifest::parse(text, &manifest_origin).map_err(InputError::from)?,
+        None => {
+            let (Some(n), Some(v)) = (&req.name, &req.version) else {
+                return Err(InputError::msg(format!(
+                    "{}: no capsule.yml in the source and no --manifest; give --name and \
+                     --version (or NAME VERSION SRC) to build with a default manifest",
+                    req.src.display()
+                ))
+                .into());
+            };
+            let name =
+                CapsuleName::parse(n).map_err(|e| InputError::msg(format!("--name: {e}")))?;
+            let version = semver::Version::parse(v).map_err(|e| {
+                InputError::msg(format!("--version {v:?}: not a semantic version: {e}"))
+            })?;
+            tracing::info!(name = %name, version = %version, "no capsule.yml: writing the default manifest");
+            Manifest::parse(&Manifest::default_text(&name, &version), "default manifest")
+                .map_err(InputError::from)?
+        }
+    };
+    if let Some(n) = &req.name
+        && n != manifest.name.as_str()
+    {
+        return Err(InputError::msg(format!(
+            "{manifest_origin}: manifest says name {} but the command line says {n}",
+            manifest.name
+        ))
+        .into());
+    }
+    if let Some(v) = &req.version
+        && semver::Version::parse(v).ok().as_ref() != Some(&manifest.version)
+    {
+        return Err(InputError::msg(format!(
+            "{manifest_origin}: manifest says version {} but the command line says {v}",
+            manifest.version
+        ))
+        .into());
+    }
+    let final_manifest = match &manifest_text {
+        Some(text) => with_format_line(text, &manifest),
+        None => Manifest::default_text(&manifest.name, &manifest.version),
+    };
+
+    // 2. The key, before any work, so a wrong password fails fast.
+    let key = match (&req.key, req.skip_sign) {
+        (_, true) => {
+            tracing::warn!(
+                "--skip-sign: this capsule is UNSIGNED and every host will refuse to deploy it"
+            );
+            None
+        }
+        (Some(k), false) => Some(SigningKey::load(k, req.password.clone())?),
+        (None, false) => {
+            bail!("no signing key: give --key SECRET (or --skip-sign for a local test build)")
+        }
+    };
+
+    // 3. The tree, checked completely before anything is written.
+    let entries = pack::scan_tree(&req.src).map_err(InputError::from)?;
+    let entrypoint_ok = entries.iter().any(|e| e.rel == manifest.entrypoint);
+    if !entrypoint_ok {
+        return Err(InputError::msg(format!(
+            "{manifest_origin}: entrypoint {} is not in {}",
+            manifest.entrypoint,
+            req.src.display()
+        ))
+        .into());
+    }
+    let total: u64 = entries
+        .iter()
+        .map(|e| match e.kind {
+            pack::SourceKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    let (mtime, mtime_source) = source_date_epoch(&req.src)?;
+    let (git_sha, git_branch) = git_info(&req.src);
+
+    // 4. The archive, into a temporary file, hashed as it is written.
+    let stem = capsule::stem(&manifest.name, &manifest.version);
+    let archive_name = format!("{stem}{}", capsule::ARCHIVE_SUFFIX);
+    let mut outputs = Outputs::new(&req.out)?;
+    let tmp = outputs.temp(&archive_name)?;
+    let file = tmp.reopen().context("open the temporary archive")?;
+    progress.start(total);
+    let (hw, files) = pack::pack(
+        HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+        &final_manifest,
+        &entries,
+        PackOptions { mtime },
+        &mut |n| progress.set(n),
+    )
+    .map_err(|e| match e {
+        pack::PackError::Write(io) => {
+            anyhow::Error::new(io).context(format!("write {}", tmp.path().display()))
+        }
+        other => InputError::from(other).into(),
+    })?;
+    progress.finish();
+    let (bw, sha256, size) = hw.finish();
+    bw.into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("write {}", tmp.path().display()))?;
+    set_mode(tmp.as_file(), 0o644)?;
+    let release_id = ReleaseId::from_sha256_hex(&sha256).expect("sha256 hex is long enough");
+
+    // 5. The signature, over the bytes just written (read back from the same
+    //    file), with the trusted comment binding name, version and digest.
+    let mut signatures = Vec::new();
+    let mut sig_text = None;
+    if let Some(key) = &key {
+        let signed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let tc = TrustedComment {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            sha256: sha256.clone(),
+            signed,
+        }
+        .to_string();
+        let reader = tmp.reopen().context("reopen the temporary archive")?;
+        let text = key.sign(
+            std::io::BufReader::with_capacity(1 << 20, reader).take(size),
+            &tc,
+        )?;
+        signatures.push(SignatureInfo {
+            kind: "minisign",
+            algorithm: "ED",
+            key_id: key.key_id.to_string(),
+            trusted_comment: tc,
+            file: format!("{archive_name}{}", capsule::MINISIG_SUFFIX),
+        });
+        sig_text = Some(text);
+    }
+
+    // 6. The records.
+    let record = BuildRecord {
+        schema: SCHEMA,
+        capsule: CapsuleInfo {
+            file: archive_name.clone(),
+            name: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+            sha256,
+            size,
+            release_id: release_id.to_string(),
+        },
+        unsigned: key.is_none(),
+        signatures,
+        build: BuildInfo {
+            builder: req.builder.clone(),
+            git_sha,
+            git_branch,
+            source_date_epoch: mtime,
+            mtime_source,
+            tool: format!("capsule-build {}", env!("CARGO_PKG_VERSION")),
+            compressor: Compressor {
+                name: "zstd",
+                library_version: zstd::zstd_safe::version_string(),
+                level: ZSTD_LEVEL,
+                workers: ZSTD_WORKERS,
+            },
+            tar_format: "gnu",
+            built_at: now_rfc3339(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            source: req.src.display().to_string(),
+        },
+        manifest,
+        files,
+    };
+
+    // 7. Rename into place: records and signature first, the archive last,
+    //    so an archive on disk always has this build's companions beside it.
+    if let Some(text) = sig_text {
+        outputs.add_bytes(
+            &format!("{archive_name}{}", capsule::MINISIG_SUFFIX),
+            text.as_bytes(),
+        )?;
+    }
+    outputs.add_bytes(
+        &format!("{stem}.results.txt"),
+        record.results_text().as_bytes(),
+    )?;
+    let mut json = serde_json::to_vec_pretty(&record).context("encode build.json")?;
+    json.push(b'\n');
+    outputs.add_bytes(&format!("{stem}.build.json"), &json)?;
+    outputs.add(tmp, &archive_name)?;
+    let paths = outputs.commit()?;
+    Ok(Built { record, paths })
+}
+
+fn read_manifest(req: &BuildRequest) -> Result<(Option<String>, String)> {
+    let path = match &req.manifest {
+        Some(p) => p.clone(),
+        None => {
+            let p = req.src.join(MANIFEST_NAME);
+            if !p.exists() {
+                return Ok((None, String::new()));
+            }
+            p
+        }
+    };
+    let meta =
+        std::fs::metadata(&path).with_context(|| format!("read manifest {}", path.display()))?;
+    if meta.len() > capsule::manifest::MAX_MANIFEST_BYTES {
+        return Err(
+            InputError::msg(format!("{}: manifest is larger than 1 MiB", path.display())).into(),
+        );
+    }
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("read manifest {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| InputError::msg(format!("{}: manifest is not UTF-8 text", path.display())))?;
+    Ok((Some(text), path.display().to_string()))
+}
+
+/// The mtime for every entry: `SOURCE_DATE_EPOCH`, else the git commit time
+/// of the source tree, else 0.
+fn source_date_epoch(src: &Path) -> Result<(u64, &'static str)> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        let n: u64 = v.trim().parse().map_err(|_| {
+            InputError::msg(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        })?;
+        return Ok((n, "SOURCE_DATE_EPOCH"));
+    }
+    if let Some(t) = git(src, &["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()) {
+        return Ok((t, "git"));
+    }
+    Ok((0, "zero"))
+}
+
+fn git_info(src: &Path) -> (Option<String>, Option<String>) {
+    (
+        git(src, &["rev-parse", "HEAD"]),
+        git(src, &["rev-parse", "--abbrev-ref", "HEAD"]),
+    )
+}
+
+fn git(src: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(src)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
