@@ -46,9 +46,19 @@ pub enum CgroupError {
 }
 
 /// Decide between v2 and v1 from what exists under `root`.
+///
+/// On a hybrid host (v1 controllers plus `cgroup2` at `unified/`) the unified
+/// tree is used: systemd creates every unit's cgroup there, and its `cpu.stat`
+/// has `usage_usec` without the cpu controller, whereas the v1 `cpuacct`
+/// hierarchy only gets unit cgroups when it is mounted jointly with `cpu` and
+/// the unit asked for CPU accounting.
 pub fn detect(root: &Path) -> Result<Layout, CgroupError> {
     if root.join("cgroup.controllers").exists() {
         return Ok(Layout::V2(root.to_path_buf()));
+    }
+    let unified = root.join("unified");
+    if unified.join("cgroup.controllers").exists() {
+        return Ok(Layout::V2(unified));
     }
     for name in ["cpu,cpuacct", "cpuacct", "cpuacct,cpu"] {
         let p = root.join(name);
@@ -318,6 +328,21 @@ mod tests {
         for (unit, want) in table {
             assert_eq!(dickbox_service_of(unit), want, "{unit}");
         }
+    }
+
+    #[test]
+    fn layout_detection_prefers_unified_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        assert!(detect(r).is_err());
+        std::fs::create_dir_all(r.join("cpuacct")).unwrap();
+        std::fs::write(r.join("cpuacct/cpuacct.usage"), "0\n").unwrap();
+        assert_eq!(detect(r).unwrap(), Layout::V1(r.join("cpuacct")));
+        std::fs::create_dir_all(r.join("unified")).unwrap();
+        std::fs::write(r.join("unified/cgroup.controllers"), "\n").unwrap();
+        assert_eq!(detect(r).unwrap(), Layout::V2(r.join("unified")));
+        std::fs::write(r.join("cgroup.controllers"), "cpu\n").unwrap();
+        assert_eq!(detect(r).unwrap(), Layout::V2(r.to_path_buf()));
     }
 
     #[test]
