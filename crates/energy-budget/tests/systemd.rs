@@ -77,6 +77,11 @@ fn unit_runs_with_watchdog_in_real_systemd() {
         ),
     )
     .unwrap();
+    std::fs::write(
+        results.join("enforce.conf"),
+        "[Service]\nEnvironment=DICKBOX_ENERGY_ENFORCE=true\n",
+    )
+    .unwrap();
 
     let bind = format!("{}:/results:ro", results.display());
     let Some(sb) = Sandbox::up_with("energy", bin.parent().unwrap(), &[bind]) else {
@@ -167,6 +172,41 @@ fn unit_runs_with_watchdog_in_real_systemd() {
     let sec = ok(&sb, &["systemd-analyze", "security", "--no-pager", UNIT]);
     let overall = sec.lines().last().unwrap_or("").to_string();
     eprintln!("systemd-analyze security {UNIT}: {overall}");
+
+    // Enforcement from the hardened unit (no capabilities): a service over its
+    // allocation gets its CPUQuota lowered through systemd.
+    let bin_inside = format!("{INSIDE_BIN}/energy-budget");
+    ok(
+        &sb,
+        &[
+            "env",
+            "DICKBOX_ENERGY_BUDGET_KWH=0.000016666666666666667",
+            &bin_inside,
+            "allocate",
+            "demo",
+            "0.000000001",
+        ],
+    );
+    ok(
+        &sb,
+        &[
+            "sh",
+            "-ec",
+            "cp /results/enforce.conf /etc/systemd/system/energy-budget.service.d/ && \
+             systemctl daemon-reload",
+        ],
+    );
+    ok(&sb, &["systemctl", "start", UNIT]);
+    let mut uj = 41_000_000;
+    wait_until("CPUQuota lowered", Duration::from_secs(20), || {
+        uj += 1_000_000;
+        write_zone(&results, uj);
+        let o = sb.exec(&["systemctl", "show", "-p", "CPUQuotaPerSecUSec", WORKLOAD]);
+        String::from_utf8_lossy(&o.stdout).contains("CPUQuotaPerSecUSec=500ms")
+    });
+    let j = ok(&sb, &["journalctl", "-u", UNIT, "-o", "cat", "--no-pager"]);
+    assert!(j.contains("CPUQuota lowered"), "{j}");
+    ok(&sb, &["systemctl", "stop", UNIT]);
 
     // A daemon that cannot write its state stops pinging and is killed by the
     // watchdog. It runs as uid 0 without CAP_DAC_OVERRIDE, so a folder mode of
