@@ -3,7 +3,7 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -62,8 +62,8 @@ pub enum Command {
         /// The device CUDA_VISIBLE_DEVICES names.
         device: String,
     },
-    /// Bind a notify socket and print each message with its arrival time in
-    /// milliseconds (for scripts/gpu-check, which has no systemd to ask).
+    /// Bind a notify socket and print each message after its arrival time in
+    /// Unix milliseconds (for scripts/gpu-check, which has no systemd to ask).
     ListenNotify {
         /// Socket path to bind.
         socket: PathBuf,
@@ -364,7 +364,11 @@ fn listen_notify(socket: &PathBuf, duration: Duration) -> Exit {
         match sock.recv(&mut buf) {
             Ok(n) => {
                 let text = String::from_utf8_lossy(&buf[..n]).replace('\n', " ");
-                println!("{:.1} {}", start.elapsed().as_secs_f64() * 1e3, text.trim());
+                // Wall-clock time, so a script can compare it with `date +%s%N`.
+                let unix_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+                println!("{unix_ms:.1} {}", text.trim());
             }
             Err(e)
                 if matches!(

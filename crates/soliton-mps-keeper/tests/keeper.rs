@@ -466,3 +466,32 @@ fn listen_notify_prints_messages_with_arrival_times() {
     assert!(t1 - t0 >= 150.0, "interval 200ms between pings: {text}");
     assert!(!sock.exists());
 }
+
+/// The real CUDA path end to end; CI machines have no GPU. On a GPU host run
+/// scripts/gpu-check, which covers this and more.
+#[test]
+#[ignore = "#5: needs an NVIDIA GPU and driver; run scripts/gpu-check on a GPU host"]
+fn real_backend_runs_the_ptx_kernel_on_a_gpu() {
+    let root = Root::new();
+    let out = root
+        .command(&["list"])
+        .env_remove("SOLITON_MPS_KEEPER_SIMULATED_GPU")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let list = String::from_utf8_lossy(&out.stdout);
+    let uuid = list
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split('\t').nth(1))
+        .expect("NVML lists a GPU")
+        .to_owned();
+    let out = root
+        .command(&["probe", &uuid])
+        .env_remove("SOLITON_MPS_KEEPER_SIMULATED_GPU")
+        .env("CUDA_VISIBLE_DEVICES", &uuid)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("first_kernel_ms="));
+}
