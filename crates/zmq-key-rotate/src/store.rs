@@ -275,10 +275,23 @@ impl Store {
 
     /// Creates the identity's folders with their modes (and group when root).
     pub fn prepare(&self, id: &Identity, group: Option<&str>) -> Result<(), StoreError> {
-        make_dir(&self.root, 0o755, None)?;
         let dir = self.identity_dir(id);
-        make_dir(&dir, 0o750, group)?;
-        make_dir(&self.clients_dir(id), 0o750, group)?;
+        // Only root can hand a folder to another group; an unprivileged run (a
+        // test, or an operator trying things out) keeps its own group. The
+        // group is looked up before anything is created.
+        let gid = match group {
+            Some(group) if rustix::process::geteuid().is_root() => {
+                Some(lookup_group(group).map_err(|message| StoreError::Group {
+                    group: group.to_string(),
+                    path: dir.clone(),
+                    message,
+                })?)
+            }
+            _ => None,
+        };
+        make_dir(&self.root, 0o755, None)?;
+        make_dir(&dir, 0o750, gid)?;
+        make_dir(&self.clients_dir(id), 0o750, gid)?;
         make_dir(&self.events_dir(id), 0o755, None)?;
         Ok(())
     }
@@ -371,7 +384,7 @@ pub fn read_cert(path: &Path) -> Result<Cert, StoreError> {
     })
 }
 
-fn make_dir(path: &Path, mode: u32, group: Option<&str>) -> Result<(), StoreError> {
+fn make_dir(path: &Path, mode: u32, gid: Option<u32>) -> Result<(), StoreError> {
     let write_err = |source| StoreError::Write {
         path: path.to_path_buf(),
         source,
@@ -382,19 +395,10 @@ fn make_dir(path: &Path, mode: u32, group: Option<&str>) -> Result<(), StoreErro
         Err(e) => return Err(write_err(e)),
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(write_err)?;
-    // Only root can hand a folder to another group; an unprivileged run (a
-    // test, or an operator trying things out) keeps its own group.
-    if let Some(group) = group
-        && rustix::process::geteuid().is_root()
-    {
-        let gid = lookup_group(group).map_err(|message| StoreError::Group {
-            group: group.to_string(),
-            path: path.to_path_buf(),
-            message,
-        })?;
+    if let Some(gid) = gid {
         rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid))).map_err(|e| {
             StoreError::Group {
-                group: group.to_string(),
+                group: gid.to_string(),
                 path: path.to_path_buf(),
                 message: e.to_string(),
             }
