@@ -3,6 +3,8 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
@@ -172,6 +174,14 @@ pub fn main_with(cli: Cli) -> Exit {
                 Ok(b) => b,
                 Err(code) => return code,
             };
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+                    // Without the handler the signal still ends the process,
+                    // only without the clean metrics update.
+                    tracing::warn!(signal, error = %e, "cannot install signal handler");
+                }
+            }
             let opts = RunOptions {
                 device: device.clone(),
                 config: loaded.config,
@@ -180,6 +190,7 @@ pub fn main_with(cli: Cli) -> Exit {
                 watchdog: sd_notify::watchdog_enabled(),
                 inject_fault_after,
                 max_kernels,
+                stop,
             };
             match keeper::run(backend.as_mut(), &opts) {
                 Ok(()) => Exit::Ok,

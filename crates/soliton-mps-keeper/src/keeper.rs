@@ -10,6 +10,8 @@
 //! process exits with the error's code and systemd restarts it.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sd_notify::NotifyState;
@@ -42,6 +44,9 @@ pub struct RunOptions {
     pub inject_fault_after: Option<u64>,
     /// Stop cleanly after this many kernels (gpu-check, tests).
     pub max_kernels: Option<u64>,
+    /// Set by SIGTERM/SIGINT: finish the current kernel, destroy the context,
+    /// mark the metrics down and return `Ok`.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Why the keeper stopped.
@@ -182,10 +187,20 @@ pub fn run(backend: &mut dyn GpuBackend, opts: &RunOptions) -> Result<(), Keeper
     let mut state = KeeperState::default();
     let result = open_and_loop(backend, opts, &gpu, &metrics_path, &mut state);
     backend.destroy_context();
-    if let Err(e) = &result {
-        state.up = false;
-        state.exit_code = Some(e.exit().code());
-        write_metrics(backend, &gpu, &state, &metrics_path, &mut false);
+    match &result {
+        Err(e) => {
+            state.up = false;
+            state.exit_code = Some(e.exit().code());
+            write_metrics(backend, &gpu, &state, &metrics_path, &mut false);
+        }
+        Ok(()) if opts.stop.load(Ordering::Relaxed) => {
+            // Stopped by the operator: not a failure, but nothing is warm
+            // any more, so the metrics must not keep saying up.
+            state.up = false;
+            write_metrics(backend, &gpu, &state, &metrics_path, &mut false);
+            tracing::info!(gpu = %gpu.uuid, "stopped on signal; context destroyed");
+        }
+        Ok(()) => {}
     }
     result
 }
@@ -266,12 +281,19 @@ fn open_and_loop(
         }
         next += cfg.interval;
         let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
+        if next <= now {
             // The kernel and bookkeeping took longer than an interval; start
             // the next one now rather than bursting to catch up.
             next = now;
+        }
+        // Sleep in short steps so a stop request is honoured promptly.
+        while Instant::now() < next && !opts.stop.load(Ordering::Relaxed) {
+            let left = next.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+        if opts.stop.load(Ordering::Relaxed) {
+            notify(&[NotifyState::Stopping]);
+            return Ok(());
         }
     }
 }

@@ -495,3 +495,30 @@ fn real_backend_runs_the_ptx_kernel_on_a_gpu() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("first_kernel_ms="));
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_marks_the_metrics_down() {
+    let root = Root::new();
+    let child = root.keeper(GPU, &[]).spawn().unwrap();
+    root.messages_until(Duration::from_secs(5), |m| m.contains("READY=1"));
+    // Our own child, by its PID.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = wait_with_limit(child, Duration::from_secs(2));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped on signal"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(root.events().contains("destroy"));
+    let metrics = root.metrics(GPU);
+    assert!(
+        metrics.contains(&format!("soliton_mps_keeper_up{{gpu=\"{GPU}\"}} 0")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("exit_code"), "{metrics}");
+}
