@@ -166,11 +166,18 @@ impl GpuBackend for RealGpu {
                 let Ok(mig) = device.mig_device_by_index(slot) else {
                     continue;
                 };
-                let mig_uuid = mig.uuid().map_err(|e| nvml_error("nvmlDeviceGetUUID", e))?;
-                let mig_uuid = GpuUuid::parse(&mig_uuid).map_err(|e| GpuError::Nvml {
-                    call: "nvmlDeviceGetUUID",
-                    cause: e.to_string(),
-                })?;
+                let mig_text = mig.uuid().map_err(|e| nvml_error("nvmlDeviceGetUUID", e))?;
+                // Drivers before R470 name MIG devices only in the old form;
+                // such a device cannot be an instance, but it must not hide
+                // the other devices either.
+                let Ok(mig_uuid) = GpuUuid::parse(&mig_text) else {
+                    tracing::warn!(
+                        gpu = %uuid,
+                        mig = %mig_text,
+                        "MIG device has no MIG-<uuid> name (driver before R470?); skipped"
+                    );
+                    continue;
+                };
                 let (gpu_instance, compute_instance) =
                     soliton_mps_keeper_ffi::mig_instance_ids(&mig)
                         .map_err(|e| nvml_error("nvmlDeviceGetGpuInstanceId", e))?;
