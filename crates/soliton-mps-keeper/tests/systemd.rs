@@ -256,6 +256,27 @@ fn deadline_sticky_error_and_stuck_call_each_end_in_a_restart() {
             );
         }
     }
+    // The shipped catalog explains the alert in `journalctl -x`.
+    let units = concat!(env!("CARGO_MANIFEST_DIR"), "/../../systemd");
+    sh_ok(
+        &sb,
+        &format!(
+            "mkdir -p /usr/lib/systemd/catalog && \
+             cp {units}/soliton-mps-keeper.catalog /usr/lib/systemd/catalog/ && \
+             journalctl --update-catalog"
+        ),
+    );
+    let explained = sh_ok(
+        &sb,
+        &format!("journalctl --no-pager -x MESSAGE_ID={MESSAGE_ID}"),
+    );
+    assert!(
+        explained.contains(&format!(
+            "Subject: MPS keeper for {GPU} failed (exit code 9)"
+        )),
+        "{explained}"
+    );
+
     // The keeper's restarts never touched the MPS control daemon.
     assert_eq!(show(&sb, &control, "MainPID"), control_pid);
 }
