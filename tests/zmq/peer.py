@@ -125,7 +125,7 @@ def cmd_sub(args):
     events = Events(ctx, args) if args.follow else None
     received = []
     switches = []
-    log = {"handshake_ok": None, "auth_failed": None, "disconnected": None}
+    log = {"handshake_ok": None, "auth_failed": None, "disconnected": None, "last_at": None}
     b = None  # (socket, generation, buffered messages) of the new generation
     deadline = time.time() + args.duration
     ready_file = args.ready
@@ -191,6 +191,7 @@ def cmd_sub(args):
                     switch_to = 0
                     break
                 received.append(msg.decode())
+                log["last_at"] = time.time()
                 if msg == b"END":
                     done = True
                     break

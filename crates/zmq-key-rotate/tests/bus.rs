@@ -1,0 +1,246 @@
+//! The bus against pyzmq peers over real ipc sockets: encrypted delivery,
+//! refusal of unknown client keys, a numbered stream across several
+//! rotations, and old-key clients cut only after the grace period.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Host, finish, now, unix};
+
+fn received(v: &serde_json::Value) -> Vec<u64> {
+    v["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn pyzmq_subscriber_receives_through_the_bus_and_unknown_key_is_refused() {
+    let host = Host::new();
+    host.rotate();
+    let pub_cert = host.allowed_client("test-only-pub");
+    let sub_cert = host.allowed_client("test-only-sub");
+    let stranger = host.unknown_client("test-only-stranger");
+    let _bus = host.start_bus();
+
+    let sub_out = host.path("sub.json");
+    let ready = host.path("sub.ready");
+    let sub = host.spawn_peer(
+        "sub",
+        &sub_cert,
+        false,
+        &[
+            "--out",
+            sub_out.to_str().unwrap(),
+            "--duration",
+            "15",
+            "--ready",
+            ready.to_str().unwrap(),
+        ],
+    );
+    let bad_out = host.path("bad.json");
+    let bad_ready = host.path("bad.ready");
+    let bad = host.spawn_peer(
+        "sub",
+        &stranger,
+        false,
+        &[
+            "--out",
+            bad_out.to_str().unwrap(),
+            "--duration",
+            "4",
+            "--ready",
+            bad_ready.to_str().unwrap(),
+        ],
+    );
+    common::wait_for(Duration::from_secs(10), || {
+        ready.exists() && bad_ready.exists()
+    });
+
+    let publisher = host.spawn_peer(
+        "pub",
+        &pub_cert,
+        false,
+        &["--rate", "2000", "--count", "500"],
+    );
+    let good = finish(sub, &sub_out, Duration::from_secs(30));
+    let refused = finish(bad, &bad_out, Duration::from_secs(30));
+    finish_quietly(publisher);
+
+    assert_eq!(
+        received(&good),
+        (0..500).collect::<Vec<_>>(),
+        "allowed subscriber"
+    );
+    assert!(good["handshake_ok"].is_number());
+    assert!(
+        refused["auth_failed"].is_number(),
+        "unknown key must fail the handshake: {refused}"
+    );
+    assert!(refused["handshake_ok"].is_null());
+    assert!(received(&refused).is_empty(), "unknown key received data");
+    assert!(
+        host.bus_log().contains("client key refused"),
+        "{}",
+        host.bus_log()
+    );
+}
+
+fn finish_quietly(mut child: std::process::Child) {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn numbered_stream_survives_several_rotations_without_loss_or_duplicates() {
+    let mut host = Host::new();
+    host.grace = "4s".into();
+    host.retention = "4s".into();
+    host.rotate();
+    let pub_cert = host.allowed_client("test-only-pub");
+    let sub_cert = host.allowed_client("test-only-sub");
+    let _bus = host.start_bus();
+
+    let subs: Vec<_> = (0..3)
+        .map(|i| {
+            let out = host.path(&format!("sub{i}.json"));
+            let ready = host.path(&format!("sub{i}.ready"));
+            let child = host.spawn_peer(
+                "sub",
+                &sub_cert,
+                true,
+                &[
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--duration",
+                    "40",
+                    "--ready",
+                    ready.to_str().unwrap(),
+                ],
+            );
+            (child, out, ready)
+        })
+        .collect();
+    common::wait_for(Duration::from_secs(10), || {
+        subs.iter().all(|(_, _, r)| r.exists())
+    });
+
+    let count = 5000u64;
+    let pub_out = host.path("pub.json");
+    let publisher = host.spawn_peer(
+        "pub",
+        &pub_cert,
+        true,
+        &[
+            "--rate",
+            "500",
+            "--count",
+            &count.to_string(),
+            "--out",
+            pub_out.to_str().unwrap(),
+        ],
+    );
+    let rotations = 4;
+    for _ in 0..rotations {
+        std::thread::sleep(Duration::from_secs(2));
+        host.rotate();
+    }
+    let published = finish(publisher, &pub_out, Duration::from_secs(60));
+    assert_eq!(
+        published["switches"].as_array().unwrap().len(),
+        rotations,
+        "publisher followed every rotation: {published}"
+    );
+    for (i, (child, out, _)) in subs.into_iter().enumerate() {
+        let v = finish(child, &out, Duration::from_secs(60));
+        let got = received(&v);
+        let missing = (0..count).filter(|n| !got.contains(n)).count();
+        assert_eq!(
+            got.len() as u64,
+            count,
+            "subscriber {i}: count (missing {missing})"
+        );
+        assert_eq!(
+            got,
+            (0..count).collect::<Vec<_>>(),
+            "subscriber {i}: sequence"
+        );
+        assert_eq!(
+            v["switches"].as_array().unwrap().len(),
+            rotations,
+            "subscriber {i} followed every rotation"
+        );
+        assert_eq!(v["forged_events"], 0);
+    }
+    // Only current and previous are kept; older ones were pruned.
+    let list: serde_json::Value = serde_json::from_str(&host.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}
+
+#[test]
+fn old_key_clients_are_cut_only_after_the_grace_period() {
+    let mut host = Host::new();
+    host.grace = "3s".into();
+    host.rotate();
+    let pub_cert = host.allowed_client("test-only-pub");
+    let sub_cert = host.allowed_client("test-only-sub");
+    let _bus = host.start_bus();
+
+    let out = host.path("old.json");
+    let ready = host.path("old.ready");
+    let old = host.spawn_peer(
+        "sub",
+        &sub_cert,
+        false,
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--duration",
+            "20",
+            "--ready",
+            ready.to_str().unwrap(),
+        ],
+    );
+    common::wait_for(Duration::from_secs(10), || ready.exists());
+    let publisher = host.spawn_peer(
+        "pub",
+        &pub_cert,
+        true,
+        &["--rate", "200", "--count", "2400"],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let event = host.rotate();
+    let rotated_at = now();
+    let grace_until = unix(event["grace_until"].as_str().unwrap());
+    let v = finish(old, &out, Duration::from_secs(30));
+    finish_quietly(publisher);
+
+    let cut = v["disconnected"]
+        .as_f64()
+        .expect("old-key client was never cut");
+    assert!(
+        cut >= grace_until,
+        "cut at {cut}, before the grace end {grace_until}"
+    );
+    assert!(
+        cut < grace_until + 2.0,
+        "cut at {cut}, long after the grace end {grace_until}"
+    );
+    // Messages kept flowing to the old-key client through the grace period.
+    let last = v["last_at"].as_f64().expect("old-key client got nothing");
+    assert!(
+        last > rotated_at + 1.0 && last > grace_until - 1.0,
+        "last message at {last}: delivery stopped before the grace end {grace_until}"
+    );
+}
