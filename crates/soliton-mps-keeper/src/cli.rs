@@ -128,20 +128,11 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
 }
 
-fn load_config(path: Option<&PathBuf>, flags: &ConfigFlags) -> Result<config::Loaded, Exit> {
-    config::load(path.map(PathBuf::as_path), std::env::vars(), flags.layer()).map_err(|e| {
-        tracing::error!(error = %e, "invalid configuration");
-        eprintln_if_journal(&e.to_string());
-        Exit::Config
-    })
-}
-
-/// When logging goes to the journal, an interactive caller would see nothing;
-/// the commands an operator types also print errors on stderr.
-fn eprintln_if_journal(msg: &str) {
-    if crate::logging::is_journal() {
-        eprintln!("error: {msg}");
-    }
+fn load_config(
+    path: Option<&PathBuf>,
+    flags: &ConfigFlags,
+) -> Result<config::Loaded, config::ConfigError> {
+    config::load(path.map(PathBuf::as_path), std::env::vars(), flags.layer())
 }
 
 fn backend() -> Result<Box<dyn GpuBackend>, Exit> {
@@ -163,7 +154,17 @@ pub fn main_with(cli: Cli) -> Exit {
         } => {
             let loaded = match load_config(cli.config.as_ref(), &flags) {
                 Ok(l) => l,
-                Err(code) => return code,
+                Err(e) => {
+                    // A keeper that cannot start is a keeper failure: same
+                    // message id as every other.
+                    tracing::error!(
+                        message_id = KEEPER_FAILED_MESSAGE_ID,
+                        gpu = device,
+                        exit_code = Exit::Config.code(),
+                        "keeper for {device} failed: {e}"
+                    );
+                    return Exit::Config;
+                }
             };
             log_config_source(&loaded);
             let device = match DeviceArg::parse(&device) {
@@ -200,7 +201,10 @@ pub fn main_with(cli: Cli) -> Exit {
         Command::CheckConfig { flags } => {
             let loaded = match load_config(cli.config.as_ref(), &flags) {
                 Ok(l) => l,
-                Err(code) => return code,
+                Err(e) => {
+                    tracing::error!(exit_code = Exit::Config.code(), "{e}");
+                    return Exit::Config;
+                }
             };
             let c = &loaded.config;
             match &loaded.file {
@@ -296,7 +300,6 @@ fn report_failure(device: &str, e: &KeeperError) -> Exit {
         exit_code = exit.code(),
         "keeper for {device} failed: {e}"
     );
-    eprintln_if_journal(&format!("{device}: {e}"));
     exit
 }
 
@@ -305,7 +308,6 @@ fn report_failure(device: &str, e: &KeeperError) -> Exit {
 fn report_command_failure(what: &str, e: &KeeperError) -> Exit {
     let exit = e.exit();
     tracing::error!(exit_code = exit.code(), "{what}: {e}");
-    eprintln_if_journal(&format!("{what}: {e}"));
     exit
 }
 

@@ -3,14 +3,34 @@
 //! text on stderr otherwise (no colour or time stamps unless on a terminal).
 
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Whether systemd connected stderr to the journal (`JOURNAL_STREAM`).
+/// Whether stderr is the journal stream systemd set up: `JOURNAL_STREAM` holds
+/// the `device:inode` of that stream, and is checked against stderr itself
+/// because children (a shell started from a unit, say) inherit the variable
+/// with other stderr.
 pub fn is_journal() -> bool {
-    std::env::var_os("JOURNAL_STREAM").is_some()
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(meta) => meta.dev() == dev && meta.ino() == ino,
+        Err(_) => false,
+    }
 }
 
 /// Installs the global subscriber. `RUST_LOG` sets the filter (default `info`).
