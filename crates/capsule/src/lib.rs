@@ -12,6 +12,7 @@ pub mod minisig;
 pub mod names;
 pub mod pack;
 pub mod quantity;
+pub mod sigstore;
 pub mod trusted;
 pub mod unpack;
 

@@ -1,0 +1,1 @@
+MGUCMBky0rk1pzspNcf2vAt5RQhJsZeyBEPykjNgC4D4oWpwTl/AkrM4SM3GkEzw4LyMmAIxAPdntslmqYJMONR8212wxvr0anXi0tzQKwtroNuHLO9UkWj27e191lFaeLIdR6s8fQ==
