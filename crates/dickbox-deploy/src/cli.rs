@@ -70,7 +70,12 @@ pub enum Command {
         keep: Option<usize>,
     },
     /// Finish or undo what a crash interrupted; recreate current.sock links.
-    Recover,
+    Recover {
+        /// Queue the starts of current instances instead of waiting for them
+        /// (what dickbox-recover.service runs at boot).
+        #[arg(long)]
+        boot: bool,
+    },
     /// Check the deploy section of the config and print the settings in use.
     CheckConfig,
 }

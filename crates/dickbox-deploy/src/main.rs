@@ -177,8 +177,8 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {r}");
             }
         }
-        Command::Recover => {
-            let report = ops::recover(&ctx)?;
+        Command::Recover { boot } => {
+            let report = ops::recover(&ctx, boot)?;
             if report.is_empty() {
                 println!("nothing to recover");
             }

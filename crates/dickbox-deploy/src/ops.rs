@@ -366,6 +366,7 @@ pub fn switch_to(ctx: &Ctx, rel: &Release, op: &str, key_id: &str) -> Result<()>
         switch_ms = t_switch.elapsed().as_millis() as u64, "switched"
     );
     finish_switch(ctx, rel, &rec)?;
+    rec.write(s, Step::OldStopped)?;
     rec.finish(s)?;
     Ok(())
 }
@@ -606,7 +607,11 @@ fn gc_locked(ctx: &Ctx, keep: usize) -> Result<Vec<ReleaseId>> {
 /// Finishes or undoes whatever a crash interrupted, then makes sure every
 /// service's current instance runs and its `current.sock` link exists (after
 /// a reboot `/run` is empty).
-pub fn recover(ctx: &Ctx) -> Result<Vec<String>> {
+///
+/// With `boot`, starts are queued without waiting: `dickbox-recover.service`
+/// runs before the service instances, which are ordered after it, so waiting
+/// for their start from inside it would deadlock until the timeout.
+pub fn recover(ctx: &Ctx, boot: bool) -> Result<Vec<String>> {
     let _lock = lock::acquire(&ctx.s.raw.lock_path, ctx.s.lock_timeout)?;
     let s = &ctx.s;
     let mut report = Vec::new();
@@ -636,7 +641,12 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<String>> {
         let unit = units::instance_name(&svc, &cur);
         if !ctx.sd.is_active(&unit) {
             ctx.sd.reset_failed(&unit);
-            match ctx.sd.start(&unit, m.startup_timeout) {
+            let started = if boot {
+                ctx.sd.start_no_block(&unit)
+            } else {
+                ctx.sd.start(&unit, m.startup_timeout)
+            };
+            match started {
                 Ok(()) => report.push(format!("{svc}: started {unit}")),
                 Err(e) => report.push(format!("{svc}: {unit} does not start: {e:#}")),
             }

@@ -70,6 +70,12 @@ impl Systemd {
         Ok(())
     }
 
+    /// Queues a start without waiting for it (at boot, where waiting on a
+    /// unit ordered after us would deadlock).
+    pub fn start_no_block(&self, unit: &str) -> Result<()> {
+        self.must(&["start", "--no-block", unit]).map(|_| ())
+    }
+
     pub fn stop(&self, unit: &str) -> Result<()> {
         self.must(&["stop", unit]).map(|_| ())
     }
