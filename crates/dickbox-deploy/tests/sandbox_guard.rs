@@ -39,10 +39,6 @@ impl Sandbox {
     /// Boots a sandbox with `bin_dir` bound read-only at [`INSIDE_BIN`].
     /// Returns `None` after printing the reason when this host cannot run one.
     /// `name` names the test (letters, digits, `-`; short).
-    pub fn up(name: &str, bin_dir: &Path) -> Option<Sandbox> {
-        Self::up_with(name, bin_dir, &[])
-    }
-
     /// Like [`Sandbox::up`], with more `HOST:INSIDE[:ro]` binds.
     pub fn up_with(name: &str, bin_dir: &Path, binds: &[String]) -> Option<Sandbox> {
         let check = run(Command::new(HARNESS).arg("check"));
