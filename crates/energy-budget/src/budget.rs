@@ -136,17 +136,40 @@ pub fn record(
 
     // Hour buckets take the whole step at its end time.
     let hour = (now_unix as i64).div_euclid(3600) * 3600;
-    if state.history.last().map(|b| b.start) != Some(hour) {
-        state.history.push(HourBucket {
+    let h = &mut state.history;
+    if h.buckets.last().map(|b| b.start) != Some(hour) {
+        h.buckets.push(HourBucket {
             start: hour,
-            totals: Totals::default(),
+            ..HourBucket::default()
         });
+        // Once an hour: drop what fell out of the window.
+        h.prune(hour - i64::from(history_hours) * 3600);
     }
-    if let Some(b) = state.history.last_mut() {
-        add_totals(&mut b.totals, step, 1.0);
+    let mut columns = Vec::with_capacity(step.services.len());
+    for svc in step.services.keys() {
+        let i = match h.services.iter().position(|s| s == svc) {
+            Some(i) => i,
+            None => {
+                h.services.push(svc.clone());
+                h.services.len() - 1
+            }
+        };
+        columns.push(i);
     }
-    let keep_from = hour - i64::from(history_hours) * 3600;
-    state.history.retain(|b| b.start > keep_from);
+    if let Some(b) = h.buckets.last_mut() {
+        b.cpu_j += step.cpu_j.unwrap_or(0.0);
+        b.gpu_j += step.gpu_j;
+        b.gpu_estimated_j += step.gpu_estimated_j;
+        b.profile_j += step.profile_j;
+        for (i, e) in columns.into_iter().zip(step.services.values()) {
+            if b.services.len() <= i {
+                b.services.resize(i + 1, [0.0; 3]);
+            }
+            b.services[i][0] += e.cpu_j;
+            b.services[i][1] += e.gpu_j;
+            b.services[i][2] += e.profile_j;
+        }
+    }
     closed
 }
 

@@ -223,16 +223,7 @@ pub fn report(
             }
             let this_hour = (now_unix as i64).div_euclid(3600) * 3600;
             let from = this_hour - i64::from(h.saturating_sub(1)) * 3600;
-            let mut t = Totals::default();
-            for b in st.history.iter().filter(|b| b.start >= from) {
-                t.cpu_j += b.totals.cpu_j;
-                t.gpu_j += b.totals.gpu_j;
-                t.gpu_estimated_j += b.totals.gpu_estimated_j;
-                t.profile_j += b.totals.profile_j;
-                for (s, e) in &b.totals.services {
-                    t.services.entry(s.clone()).or_default().add(e, 1.0);
-                }
-            }
+            let t = st.history.totals_since(from);
             (
                 t,
                 format!("last {h} hours (whole clock hours, this one included)"),

@@ -36,7 +36,7 @@ pub struct State {
     /// Units whose CPUQuota was lowered this period.
     pub enforced: BTreeSet<String>,
     pub baseline: Option<Baseline>,
-    pub history: Vec<HourBucket>,
+    pub history: History,
     pub past_periods: Vec<PeriodSummary>,
     pub sources: Sources,
     /// Wall time of the last sync, seconds since the epoch.
@@ -125,12 +125,74 @@ pub struct GpuBaseline {
     pub epoch: u32,
 }
 
-/// Energy of one hour, for `report --hours`.
+/// Hourly energy for `report --hours`, stored by column: a week of 200
+/// services is 33,600 values, and keeping a name and a map entry for each of
+/// them would triple the daemon's memory (measured by `bench/run-bench
+/// --full-history`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    /// Service names; the columns of every bucket follow this order.
+    pub services: Vec<String>,
+    pub buckets: Vec<HourBucket>,
+}
+
+/// Energy of one clock hour.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HourBucket {
     pub start: i64,
-    pub totals: Totals,
+    pub cpu_j: f64,
+    pub gpu_j: f64,
+    pub gpu_estimated_j: f64,
+    pub profile_j: f64,
+    /// `[cpu_j, gpu_j, profile_j]` per service in [`History::services`] order;
+    /// shorter when services were added after this hour.
+    pub services: Vec<[f64; 3]>,
+}
+
+impl History {
+    /// Totals of the buckets that start at or after `from`.
+    pub fn totals_since(&self, from: i64) -> Totals {
+        let mut t = Totals::default();
+        for b in self.buckets.iter().filter(|b| b.start >= from) {
+            t.cpu_j += b.cpu_j;
+            t.gpu_j += b.gpu_j;
+            t.gpu_estimated_j += b.gpu_estimated_j;
+            t.profile_j += b.profile_j;
+            for (name, v) in self.services.iter().zip(&b.services) {
+                let e = t.services.entry(name.clone()).or_default();
+                e.cpu_j += v[0];
+                e.gpu_j += v[1];
+                e.profile_j += v[2];
+            }
+        }
+        t
+    }
+
+    /// Drop buckets that start at or before `keep_after`, and service columns
+    /// that are zero in every remaining bucket.
+    pub fn prune(&mut self, keep_after: i64) {
+        self.buckets.retain(|b| b.start > keep_after);
+        let keep: Vec<bool> = (0..self.services.len())
+            .map(|i| {
+                self.buckets.iter().any(|b| {
+                    b.services
+                        .get(i)
+                        .is_some_and(|v| v.iter().any(|x| *x != 0.0))
+                })
+            })
+            .collect();
+        if keep.iter().all(|k| *k) {
+            return;
+        }
+        let mut it = keep.iter();
+        self.services.retain(|_| *it.next().unwrap_or(&true));
+        for b in &mut self.buckets {
+            let mut it = keep.iter();
+            b.services.retain(|_| *it.next().unwrap_or(&true));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,7 +221,7 @@ impl State {
             warnings_fired: BTreeSet::new(),
             enforced: BTreeSet::new(),
             baseline: None,
-            history: Vec::new(),
+            history: History::default(),
             past_periods: Vec::new(),
             sources: Sources::default(),
             last_sync_unix: 0.0,
@@ -322,17 +384,24 @@ pub fn load_for_daemon(path: &Path, now_unix: i64) -> Result<Loaded, StateError>
 
 /// Write the state crash-safely (see the module comment).
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec(state).map_err(|e| StateError::Write {
-        step: "serialise",
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    write_rotating(path, &bytes, true)
+    write_rotating_with(path, true, |w| {
+        serde_json::to_writer(w, state).map_err(std::io::Error::other)
+    })
 }
 
 /// Temp file in the same folder, fsync, (optionally move the current file to
 /// `.bak`), rename over, fsync the folder.
 pub fn write_rotating(path: &Path, bytes: &[u8], keep_backup: bool) -> Result<(), StateError> {
+    write_rotating_with(path, keep_backup, |w| w.write_all(bytes))
+}
+
+/// [`write_rotating`] with the content streamed by `fill`, so a large state is
+/// never held twice in memory.
+fn write_rotating_with(
+    path: &Path,
+    keep_backup: bool,
+    fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), StateError> {
     let tmp = with_suffix(path, ".tmp");
     let err = |step: &'static str, p: &Path| {
         let p = p.to_path_buf();
@@ -344,8 +413,11 @@ pub fn write_rotating(path: &Path, bytes: &[u8], keep_backup: bool) -> Result<()
     };
 
     // Crash here: the old file is intact; a stale .tmp is overwritten next time.
-    let mut f = std::fs::File::create(&tmp).map_err(err("create", &tmp))?;
-    f.write_all(bytes).map_err(err("write", &tmp))?;
+    let f = std::fs::File::create(&tmp).map_err(err("create", &tmp))?;
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, &f);
+    fill(&mut w).map_err(err("write", &tmp))?;
+    w.flush().map_err(err("write", &tmp))?;
+    drop(w);
     f.sync_all().map_err(err("fsync", &tmp))?;
     drop(f);
 
@@ -387,6 +459,36 @@ mod tests {
         });
         s.totals.cpu_j = 1234.5;
         s
+    }
+
+    #[test]
+    fn history_columns_sum_and_prune() {
+        let mut h = History {
+            services: vec!["a".into(), "gone".into(), "b".into()],
+            buckets: vec![
+                HourBucket {
+                    start: 0,
+                    cpu_j: 1.0,
+                    services: vec![[1.0, 0.0, 0.0], [5.0, 0.0, 0.0]],
+                    ..HourBucket::default()
+                },
+                HourBucket {
+                    start: 3600,
+                    cpu_j: 2.0,
+                    services: vec![[1.0, 2.0, 0.0], [0.0; 3], [0.0, 0.0, 3.0]],
+                    ..HourBucket::default()
+                },
+            ],
+        };
+        let t = h.totals_since(0);
+        assert_eq!(t.cpu_j, 3.0);
+        assert_eq!(t.services["a"].total_j(), 4.0);
+        assert_eq!(t.services["gone"].total_j(), 5.0);
+        h.prune(0);
+        assert_eq!(h.services, ["a", "b"]);
+        assert_eq!(h.buckets.len(), 1);
+        assert_eq!(h.buckets[0].services, [[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]);
+        assert_eq!(h.totals_since(0).services["b"].profile_j, 3.0);
     }
 
     #[test]
