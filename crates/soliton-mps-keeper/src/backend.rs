@@ -62,9 +62,9 @@ pub struct GpuSample {
 /// What went wrong, grouped by what the operator (and the exit code) needs to know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
-    /// A device node is absent: no NVIDIA driver loaded, or not visible to the unit.
-    #[error("device node {path} is missing (no NVIDIA driver loaded, or DeviceAllow= hides it)")]
-    DeviceNodeMissing { path: PathBuf },
+    /// Parts of the driver are absent; each entry names one and why.
+    #[error("NVIDIA driver not usable here: {}", .missing.join("; "))]
+    DriverMissing { missing: Vec<String> },
     /// A driver library cannot be loaded.
     #[error("cannot load {library} (NVIDIA driver not installed?): {cause}")]
     LibraryMissing {

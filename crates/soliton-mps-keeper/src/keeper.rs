@@ -102,7 +102,7 @@ impl KeeperError {
         match self {
             Self::DeviceId(_) => Exit::GpuNotFound,
             Self::Gpu(e) => match e {
-                GpuError::DeviceNodeMissing { .. } | GpuError::LibraryMissing { .. } => {
+                GpuError::DriverMissing { .. } | GpuError::LibraryMissing { .. } => {
                     Exit::DriverMissing
                 }
                 GpuError::NotFound { .. }

@@ -118,19 +118,25 @@ fn guarded<T>(
 
 impl GpuBackend for RealGpu {
     fn preflight(&mut self) -> Result<(), GpuError> {
+        // Everything that is missing is named at once: an operator fixing a
+        // host should not have to find the second problem after the first.
+        let mut missing = Vec::new();
         if !Path::new(NVIDIACTL).exists() {
-            return Err(GpuError::DeviceNodeMissing {
-                path: NVIDIACTL.into(),
-            });
+            missing.push(format!(
+                "device node {NVIDIACTL} is missing (driver not loaded, or DeviceAllow= hides it)"
+            ));
         }
-        self.nvml()?;
+        if let Err(e) = self.nvml() {
+            missing.push(e.to_string());
+        }
         if !soliton_mps_keeper_ffi::is_cuda_driver_present() {
-            return Err(GpuError::LibraryMissing {
-                library: "libcuda.so.1",
-                cause: "not found by the dynamic loader".into(),
-            });
+            missing.push("cannot load libcuda.so.1 (not found by the dynamic loader)".into());
         }
-        Ok(())
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(GpuError::DriverMissing { missing })
+        }
     }
 
     fn list(&mut self) -> Result<Vec<ResolvedGpu>, GpuError> {

@@ -418,11 +418,11 @@ fn real_backend_without_a_driver_names_what_is_missing() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("/dev/nvidiactl is missing"),
-        "{}",
-        stderr(&out)
-    );
+    let err = stderr(&out);
+    // All missing parts at once, each by name.
+    assert!(err.contains("/dev/nvidiactl is missing"), "{err}");
+    assert!(err.contains("libnvidia-ml.so.1"), "{err}");
+    assert!(err.contains("libcuda.so.1"), "{err}");
 
     let out = root
         .command(&["list"])
