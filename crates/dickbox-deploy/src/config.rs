@@ -64,6 +64,14 @@ pub struct DeployConfig {
     pub haproxy_socket: Option<PathBuf>,
     /// Host policy for slices capsules name: property = value lines.
     pub slices: BTreeMap<String, BTreeMap<String, String>>,
+    /// URL sources: largest archive downloaded.
+    pub fetch_max_size: String,
+    /// URL sources: deadline for the whole download of one file.
+    pub fetch_timeout: String,
+    /// URL sources: extra CA bundle (PEM) trusted for https.
+    pub ca_bundle: Option<PathBuf>,
+    /// URL sources: file holding a bearer token sent as `Authorization`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for DeployConfig {
@@ -89,6 +97,10 @@ impl Default for DeployConfig {
             ports: BTreeMap::new(),
             haproxy_socket: None,
             slices: BTreeMap::new(),
+            fetch_max_size: "8G".into(),
+            fetch_timeout: "10m".into(),
+            ca_bundle: None,
+            token_file: None,
         }
     }
 }
@@ -101,6 +113,8 @@ pub struct Settings {
     pub drain: Duration,
     pub systemctl_timeout: Duration,
     pub limits: capsule::unpack::Limits,
+    pub fetch_max_size: u64,
+    pub fetch_timeout: Duration,
 }
 
 impl Settings {
@@ -121,6 +135,8 @@ impl Settings {
             drain: dur(&raw.drain, "drain")?,
             systemctl_timeout: dur(&raw.systemctl_timeout, "systemctl_timeout")?,
             limits,
+            fetch_max_size: parse_size(&raw.fetch_max_size).context("deploy.fetch_max_size")?,
+            fetch_timeout: dur(&raw.fetch_timeout, "fetch_timeout")?,
             raw,
         })
     }
@@ -207,6 +223,10 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             "service_user" => c.service_user = v,
             "max_unpacked" => c.max_unpacked = v,
             "haproxy_socket" => c.haproxy_socket = Some(v.into()),
+            "fetch_max_size" => c.fetch_max_size = v,
+            "fetch_timeout" => c.fetch_timeout = v,
+            "ca_bundle" => c.ca_bundle = Some(v.into()),
+            "token_file" => c.token_file = Some(v.into()),
             "require" => {
                 c.require = match v.as_str() {
                     "minisign" => Require::Minisign,
