@@ -263,10 +263,14 @@ impl Bus {
             .runtime_dir
             .join("bus")
             .join(g.generation.to_string());
-        std::fs::create_dir_all(&dir).map_err(|source| BusError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            })
+            .map_err(|source| BusError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
         let mut endpoints = vec![
             (false, format!("ipc://{}", dir.join("pub.sock").display())),
             (true, format!("ipc://{}", dir.join("sub.sock").display())),
