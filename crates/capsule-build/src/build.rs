@@ -27,6 +27,10 @@ pub struct BuildRequest {
     /// `None` only with `skip_sign`.
     pub key: Option<PathBuf>,
     pub password: Option<String>,
+    /// ECDSA P-256 PEM secret key for a cosign-style signature.
+    pub cosign_key: Option<PathBuf>,
+    /// A Sigstore bundle made elsewhere, to copy beside the archive.
+    pub attach_bundle: Option<PathBuf>,
     pub out: PathBuf,
     pub skip_sign: bool,
     pub builder: String,
@@ -88,7 +92,35 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
         None => Manifest::default_text(&manifest.name, &manifest.version),
     };
 
-    // 2. The key, before any work, so a wrong password fails fast.
+    // 2. The keys and the bundle, before any work, so a wrong password or a
+    //    bad file fails fast.
+    let cosign_key = match &req.cosign_key {
+        Some(p) if !req.skip_sign => {
+            let text = read_small_text(p, 16 * 1024, "cosign key")?;
+            Some(capsule::sigstore::CosignSigningKey::from_pem(
+                &text,
+                &p.display().to_string(),
+            )?)
+        }
+        _ => None,
+    };
+    let bundle = match &req.attach_bundle {
+        Some(p) if !req.skip_sign => {
+            let text = read_small_text(p, capsule::sigstore::MAX_BUNDLE_FILE, "bundle")?;
+            let digests = capsule::sigstore::bundle_subject_digests(text.as_bytes())
+                .map_err(|e| InputError::msg(format!("--attach-bundle {}: {e}", p.display())))?;
+            let media = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            Some((p.clone(), text, digests, media))
+        }
+        _ => None,
+    };
     let key = match (&req.key, req.skip_sign) {
         (_, true) => {
             tracing::warn!(
@@ -97,8 +129,12 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
             None
         }
         (Some(k), false) => Some(SigningKey::load(k, req.password.clone())?),
+        (None, false) if cosign_key.is_some() || bundle.is_some() => None,
         (None, false) => {
-            bail!("no signing key: give --key SECRET (or --skip-sign for a local test build)")
+            bail!(
+                "no signing key: give --key SECRET, --cosign-key KEY.pem or --attach-bundle \
+                 FILE (or --skip-sign for a local test build)"
+            )
         }
     };
 
@@ -174,12 +210,49 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
         )?;
         signatures.push(SignatureInfo {
             kind: "minisign",
-            algorithm: "ED",
+            algorithm: "ED".into(),
             key_id: key.key_id.to_string(),
             trusted_comment: tc,
             file: format!("{archive_name}{}", capsule::MINISIG_SUFFIX),
         });
         sig_text = Some(text);
+    }
+    let sha_bytes: [u8; 32] = hex_to_32(&sha256)?;
+    let mut cosign_text = None;
+    if let Some(ck) = &cosign_key {
+        // The digest hashed while writing is of the bytes in the file we are
+        // about to rename into place.
+        let text = ck.sign_digest(&sha_bytes)?;
+        signatures.push(SignatureInfo {
+            kind: "cosign",
+            algorithm: "ECDSA-P256-SHA256".into(),
+            key_id: ck.fingerprint()?,
+            trusted_comment: String::new(),
+            file: format!("{archive_name}{}", capsule::COSIGN_SUFFIX),
+        });
+        cosign_text = Some(text);
+    }
+    if let Some((path, _, digests, media)) = &bundle {
+        if !digests.contains(&sha256) {
+            return Err(InputError::msg(format!(
+                "--attach-bundle {}: the bundle signs {} but this archive is sha256:{sha256} \
+                 (was it made for another build?)",
+                path.display(),
+                if digests.is_empty() {
+                    "no SHA-256 digest".to_owned()
+                } else {
+                    format!("sha256:{}", digests.join(", sha256:"))
+                }
+            ))
+            .into());
+        }
+        signatures.push(SignatureInfo {
+            kind: "sigstore-bundle",
+            algorithm: media.clone(),
+            key_id: String::new(),
+            trusted_comment: String::new(),
+            file: format!("{archive_name}{}", capsule::SIGSTORE_SUFFIX),
+        });
     }
 
     // 6. The records.
@@ -193,7 +266,7 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
             size,
             release_id: release_id.to_string(),
         },
-        unsigned: key.is_none(),
+        unsigned: key.is_none() && cosign_key.is_none() && bundle.is_none(),
         signatures,
         build: BuildInfo {
             builder: req.builder.clone(),
@@ -225,6 +298,18 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
             text.as_bytes(),
         )?;
     }
+    if let Some(text) = cosign_text {
+        outputs.add_bytes(
+            &format!("{archive_name}{}", capsule::COSIGN_SUFFIX),
+            text.as_bytes(),
+        )?;
+    }
+    if let Some((_, text, _, _)) = &bundle {
+        outputs.add_bytes(
+            &format!("{archive_name}{}", capsule::SIGSTORE_SUFFIX),
+            text.as_bytes(),
+        )?;
+    }
     outputs.add_bytes(
         &format!("{stem}.results.txt"),
         record.results_text().as_bytes(),
@@ -235,6 +320,33 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
     outputs.add(tmp, &archive_name)?;
     let paths = outputs.commit()?;
     Ok(Built { record, paths })
+}
+
+fn read_small_text(path: &Path, max: u64, what: &str) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("read {what} {}", path.display()))?;
+    if meta.len() > max {
+        return Err(InputError::msg(format!(
+            "{what} {}: larger than {max} bytes",
+            path.display()
+        ))
+        .into());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("read {what} {}", path.display()))?;
+    String::from_utf8(bytes)
+        .map_err(|_| InputError::msg(format!("{what} {}: not UTF-8 text", path.display())).into())
+}
+
+fn hex_to_32(h: &str) -> Result<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        bail!("internal: sha256 {h:?} is not 64 hex digits");
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16)
+            .with_context(|| format!("internal: sha256 {h:?} is not hex"))?;
+    }
+    Ok(out)
 }
 
 fn read_manifest(req: &BuildRequest) -> Result<(Option<String>, String)> {

@@ -31,7 +31,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Make a minisign key pair (NAME.pub, NAME.key) for signing in CI.
+    /// Make a minisign key pair (NAME.pub, NAME.key) for signing in CI, or
+    /// with --cosign a P-256 pair (NAME.pem, NAME.key) for cosign-style
+    /// signatures.
     Keygen(KeygenArgs),
     /// Build and sign a capsule from a service tree.
     ///
@@ -60,9 +62,13 @@ pub struct KeygenArgs {
     /// Folder for the key files.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Base name of the key files.
-    #[arg(long, default_value = "minisign")]
-    pub name: String,
+    /// Base name of the key files (default: minisign, or cosign with --cosign).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Make an ECDSA P-256 key pair in PEM (NAME.pem public, NAME.key secret,
+    /// unencrypted, mode 0600) for `build --cosign-key`.
+    #[arg(long)]
+    pub cosign: bool,
     /// Overwrite existing key files.
     #[arg(long)]
     pub force: bool,
@@ -89,6 +95,15 @@ pub struct BuildArgs {
     pub key: Option<PathBuf>,
     #[command(flatten)]
     pub password: PasswordArgs,
+    /// Also sign with this ECDSA P-256 PEM secret key, cosign-style
+    /// (writes ….capsule.tar.zst.cosign.sig).
+    #[arg(long, value_name = "KEY.pem")]
+    pub cosign_key: Option<PathBuf>,
+    /// Attach a Sigstore bundle made elsewhere for this archive (copied
+    /// beside it as ….capsule.tar.zst.sigstore.json; it must sign the
+    /// archive's SHA-256).
+    #[arg(long, value_name = "FILE")]
+    pub attach_bundle: Option<PathBuf>,
     /// Output folder (default: the current folder).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

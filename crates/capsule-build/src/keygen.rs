@@ -1,4 +1,5 @@
-//! `capsule-build keygen`: a minisign key pair for CI, made without prompts.
+//! `capsule-build keygen`: a minisign key pair for CI, made without prompts,
+//! or a P-256 pair for cosign-style signatures.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,31 @@ pub fn keygen(
     write_atomic(&key_path, sk.as_bytes(), 0o600)?;
     write_atomic(&pub_path, pk.as_bytes(), 0o644)?;
     Ok((pub_path, key_path, id))
+}
+
+/// Writes `NAME.pem` (public, 0644) and `NAME.key` (PKCS#8, unencrypted,
+/// 0600) into `out`. Returns the paths and the key's fingerprint.
+pub fn keygen_cosign(out: &Path, name: &str, force: bool) -> Result<(PathBuf, PathBuf, String)> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        bail!("key name {name:?} must be a plain file name");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let pub_path = out.join(format!("{name}.pem"));
+    let key_path = out.join(format!("{name}.key"));
+    for p in [&pub_path, &key_path] {
+        if p.exists() && !force {
+            bail!(
+                "{} exists already; refusing to overwrite a key (use --force)",
+                p.display()
+            );
+        }
+    }
+    let (public, secret) = capsule::sigstore::generate_cosign_keypair()?;
+    let fingerprint =
+        capsule::sigstore::CosignSigningKey::from_pem(&secret, "new key")?.fingerprint()?;
+    write_atomic(&key_path, secret.as_bytes(), 0o600)?;
+    write_atomic(&pub_path, public.as_bytes(), 0o644)?;
+    Ok((pub_path, key_path, fingerprint))
 }
 
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {

@@ -55,14 +55,33 @@ fn run(cli: Cli) -> Result<()> {
     }
     let cfg = loaded.config.clone();
     match cli.command {
+        Command::Keygen(a) if a.cosign => {
+            if a.password.password_file.is_some() || a.password.password_env.is_some() {
+                return Err(capsule_build::InputError::msg(
+                    "keygen --cosign writes an unencrypted PKCS#8 key (0600); a password is not \
+                     supported: keep the key in your CI's secret store",
+                )
+                .into());
+            }
+            let name = a.name.as_deref().unwrap_or("cosign");
+            let (pub_path, key_path, fp) =
+                capsule_build::keygen::keygen_cosign(&a.out, name, a.force)?;
+            tracing::info!(fingerprint = %fp, public = %pub_path.display(), secret = %key_path.display(), "cosign key pair written");
+            println!("{}", pub_path.display());
+            Ok(())
+        }
         Command::Keygen(a) => {
             let pw = read_password(
                 a.password.password_file.as_deref(),
                 a.password.password_env.as_deref(),
             )?;
             let encrypted = pw.is_some();
-            let (pub_path, key_path, id) =
-                capsule_build::keygen::keygen(&a.out, &a.name, pw, a.force)?;
+            let (pub_path, key_path, id) = capsule_build::keygen::keygen(
+                &a.out,
+                a.name.as_deref().unwrap_or("minisign"),
+                pw,
+                a.force,
+            )?;
             tracing::info!(key_id = %id, public = %pub_path.display(), secret = %key_path.display(), encrypted, "key pair written");
             println!("{}", pub_path.display());
             Ok(())
@@ -101,6 +120,8 @@ fn run(cli: Cli) -> Result<()> {
                 manifest: a.manifest.clone(),
                 key: a.key.clone().or(cfg.key.clone()),
                 password,
+                cosign_key: a.cosign_key.clone(),
+                attach_bundle: a.attach_bundle.clone(),
                 out: a
                     .out
                     .clone()

@@ -35,11 +35,17 @@ pub struct CapsuleInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SignatureInfo {
-    /// `minisign`.
+    /// `minisign`, `cosign` or `sigstore-bundle`.
     pub kind: &'static str,
-    /// `ED` (prehashed Ed25519).
-    pub algorithm: &'static str,
+    /// `ED` (prehashed Ed25519), `ECDSA-P256-SHA256`, or the bundle's media
+    /// type.
+    pub algorithm: String,
+    /// minisign key id; for cosign the SHA-256 of the public key (DER);
+    /// empty for a bundle, whose signer is in its certificate.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub key_id: String,
+    /// minisign only.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub trusted_comment: String,
     pub file: String,
 }
@@ -90,12 +96,19 @@ impl BuildRecord {
             );
         }
         for sig in &self.signatures {
+            let key = if sig.key_id.is_empty() {
+                String::new()
+            } else {
+                format!(" key_id={}", sig.key_id)
+            };
             let _ = writeln!(
                 s,
-                "signature:         {} {} key_id={} file={}",
-                sig.kind, sig.algorithm, sig.key_id, sig.file
+                "signature:         {} {}{key} file={}",
+                sig.kind, sig.algorithm, sig.file
             );
-            let _ = writeln!(s, "trusted_comment:   {}", sig.trusted_comment);
+            if !sig.trusted_comment.is_empty() {
+                let _ = writeln!(s, "trusted_comment:   {}", sig.trusted_comment);
+            }
         }
         let _ = writeln!(s, "builder:           {}", b.builder);
         let _ = writeln!(

@@ -143,13 +143,20 @@ pub(crate) fn pem_block(text: &str, label: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A P-256 signing key for cosign-style signatures.
-pub(crate) struct CosignSigningKey(p256::ecdsa::SigningKey);
+pub struct CosignSigningKey(p256::ecdsa::SigningKey);
+
+impl std::fmt::Debug for CosignSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret scalar.
+        f.write_str("CosignSigningKey(..)")
+    }
+}
 
 impl CosignSigningKey {
     /// Reads a PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`, as
     /// `openssl ecparam -genkey` writes) P-256 key. Encrypted keys, such as
     /// cosign's own `ENCRYPTED SIGSTORE PRIVATE KEY`, are refused by name.
-    pub(crate) fn from_pem(text: &str, origin: &str) -> Result<Self, SigstoreError> {
+    pub fn from_pem(text: &str, origin: &str) -> Result<Self, SigstoreError> {
         let bad = |problem: String| SigstoreError::Key {
             origin: origin.to_owned(),
             problem,
@@ -175,7 +182,7 @@ impl CosignSigningKey {
     }
 
     /// Base64 of the DER signature over a SHA-256, as cosign writes it.
-    pub(crate) fn sign_digest(&self, sha256: &[u8; 32]) -> Result<String, SigstoreError> {
+    pub fn sign_digest(&self, sha256: &[u8; 32]) -> Result<String, SigstoreError> {
         use base64::Engine as _;
         let sig: p256::ecdsa::Signature =
             self.0
@@ -187,7 +194,18 @@ impl CosignSigningKey {
         Ok(base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes()))
     }
 
-    pub(crate) fn public_key_pem(&self) -> Result<String, SigstoreError> {
+    /// SHA-256 of the public key's DER SubjectPublicKeyInfo, hex: the id
+    /// recorded in build records and reported by verification.
+    pub fn fingerprint(&self) -> Result<String, SigstoreError> {
+        let pem = self.public_key_pem()?;
+        let der = pem_block(&pem, "PUBLIC KEY").map_err(|problem| SigstoreError::Sign {
+            what: "public key".into(),
+            problem,
+        })?;
+        Ok(super::digest_hex(&der))
+    }
+
+    pub fn public_key_pem(&self) -> Result<String, SigstoreError> {
         self.0
             .verifying_key()
             .to_public_key_pem(LineEnding::LF)

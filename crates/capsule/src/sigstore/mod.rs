@@ -55,10 +55,58 @@ mod x509;
 
 pub use cosign::{CosignKeys, VerifiedBy, sign_cosign, verify_cosign};
 pub use error::SigstoreError;
-pub use keys::generate_cosign_keypair;
+pub use keys::{CosignSigningKey, generate_cosign_keypair};
 pub use policy::{Present, Require};
 pub use trust::TrustedRoot;
 pub use verify::{BundleVerified, Identity, IdentityPolicy, Signer, verify_bundle};
+
+/// The SHA-256 a bundle says it signs, read without verifying anything:
+/// the message digest, or the in-toto subjects' SHA-256 digests (hex). For
+/// `capsule-build --attach-bundle`, to refuse a bundle made for another file.
+pub fn bundle_subject_digests(bundle_json: &[u8]) -> Result<Vec<String>, SigstoreError> {
+    use base64::Engine as _;
+    let bad = |problem: &str| SigstoreError::Malformed {
+        what: "bundle",
+        origin: String::new(),
+        problem: problem.to_owned(),
+    };
+    let v: serde_json::Value = serde_json::from_slice(bundle_json).map_err(|_| bad("not JSON"))?;
+    let media = v
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    if !media.starts_with("application/vnd.dev.sigstore.bundle") {
+        return Err(bad("no Sigstore bundle media type"));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(d) = v
+        .pointer("/messageSignature/messageDigest/digest")
+        .and_then(|d| d.as_str())
+    {
+        let raw = b64
+            .decode(d)
+            .map_err(|_| bad("message digest is not base64"))?;
+        return Ok(vec![hex::encode(raw)]);
+    }
+    if let Some(p) = v.pointer("/dsseEnvelope/payload").and_then(|p| p.as_str()) {
+        let raw = b64
+            .decode(p)
+            .map_err(|_| bad("DSSE payload is not base64"))?;
+        let st: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|_| bad("DSSE payload is not JSON"))?;
+        let subjects = st
+            .get("subject")
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_default();
+        return Ok(subjects
+            .iter()
+            .filter_map(|s| s.pointer("/digest/sha256").and_then(|h| h.as_str()))
+            .map(str::to_ascii_lowercase)
+            .collect());
+    }
+    Err(bad("neither a message digest nor a DSSE envelope"))
+}
 
 /// Largest bundle or cosign signature file read.
 pub const MAX_BUNDLE_FILE: u64 = 1024 * 1024;
