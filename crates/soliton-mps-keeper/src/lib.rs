@@ -7,7 +7,8 @@
 //! threads), [`keeper`] (the loop), [`metrics`], [`exit`], [`cli`].
 //!
 //! Limits: one device per keeper process; the keeper does not start or stop
-//! the MPS control daemon (its own unit does).
+//! the MPS control daemon (its own unit does); the real CUDA path has not yet
+//! run on a GPU (see `real`, LIMITATION(#5)).
 
 pub mod backend;
 pub mod cli;
