@@ -7,7 +7,7 @@ use clap::Parser;
 use dickbox_deploy::cli::{Cli, Command};
 use dickbox_deploy::ops::{self, Ctx, DeployOptions};
 use dickbox_deploy::systemd::Systemd;
-use dickbox_deploy::{config, exit, exit_code, verify::Refused};
+use dickbox_deploy::{config, exit, exit_code, fetch, verify::Refused};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -45,7 +45,7 @@ fn init_logging(verbose: u8) {
     // Under systemd (or with a journal socket) also log to the journal with
     // structured fields; without one, plain stderr only.
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        tracing_journald::layer().ok()
+        tracing_journald::layer().ok().map(|l| l.with_field_prefix(None))
     } else {
         None
     };
@@ -59,6 +59,23 @@ fn init_logging(verbose: u8) {
 
 fn service(s: &str) -> Result<ServiceName> {
     ServiceName::parse(s).map_err(|e| Refused::Other(e.to_string()).into())
+}
+
+/// An `http(s)://` SOURCE is downloaded first (with its signatures) and then
+/// handled like a local file; the download folder goes when this is dropped.
+fn fetch_if_url(ctx: &Ctx, source: &std::path::Path) -> Result<Option<fetch::Downloaded>> {
+    match source.to_str() {
+        Some(s) if fetch::is_url(s) => fetch::fetch(&ctx.s, s).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Errors about a downloaded file name the URL, not the private copy.
+fn name_url(e: anyhow::Error, d: Option<&fetch::Downloaded>) -> anyhow::Error {
+    match d {
+        Some(d) => e.context(format!("capsule from {}", d.url())),
+        None => e,
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -82,21 +99,28 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|b| capsule::quantity::parse_duration(&b))
                 .transpose()
                 .map_err(|e| Refused::Other(format!("--bake: {e}")))?;
+            let local = fetch_if_url(&ctx, &source)?;
             let rel = ops::deploy(
                 &ctx,
-                &source,
+                local.as_ref().map_or(source.as_path(), |d| d.archive()),
                 &DeployOptions {
                     allow_downgrade,
                     bake,
                 },
-            )?;
+            )
+            .map_err(|e| name_url(e, local.as_ref()))?;
             println!(
                 "deployed {} {} as release {}",
                 rel.manifest.name, rel.manifest.version, rel.id
             );
         }
         Command::Verify { source } => {
-            let rel = ops::verify_only(&ctx, &source)?;
+            let local = fetch_if_url(&ctx, &source)?;
+            let rel = ops::verify_only(
+                &ctx,
+                local.as_ref().map_or(source.as_path(), |d| d.archive()),
+            )
+            .map_err(|e| name_url(e, local.as_ref()))?;
             println!(
                 "verified and staged {} {} as release {} ({})",
                 rel.manifest.name,
