@@ -522,3 +522,50 @@ fn sigterm_stops_cleanly_and_marks_the_metrics_down() {
     );
     assert!(!metrics.contains("exit_code"), "{metrics}");
 }
+
+#[test]
+fn active_thread_percentage_is_applied_and_read_back() {
+    let root = Root::new();
+    // A test-only stand-in for nvidia-cuda-mps-control that stores the value
+    // (per pipe folder, as the daemon does) and answers get_ with it.
+    let fake = root.path().join("test-only-mps-control");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nread cmd arg\nstate=\"$CUDA_MPS_PIPE_DIRECTORY/../pct\"\n\
+         case \"$cmd\" in\n\
+         set_default_active_thread_percentage) echo \"$arg.0\" > \"$state\";;\n\
+         get_default_active_thread_percentage) cat \"$state\";;\n\
+         *) exit 1;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = root
+        .keeper(
+            GPU,
+            &[
+                "--max-kernels",
+                "1",
+                "--default-active-thread-percentage",
+                "40",
+            ],
+        )
+        .arg("--mps-control")
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("active thread percentage set"));
+    let stored = root.path().join("mps").join(GPU).join("pct");
+    assert_eq!(std::fs::read_to_string(stored).unwrap(), "40.0\n");
+
+    // A control program that does not take the value: refused with its code.
+    let out = root
+        .keeper(GPU, &["--default-active-thread-percentage", "40"])
+        .args(["--mps-control", "/bin/false"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("set_default_active_thread_percentage 40"));
+}
