@@ -244,3 +244,44 @@ fn old_key_clients_are_cut_only_after_the_grace_period() {
         "last message at {last}: delivery stopped before the grace end {grace_until}"
     );
 }
+
+#[test]
+fn tcp_port_pairs_alternate_by_generation_and_old_pair_closes_after_grace() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let ports: Vec<u16> = (0..4).map(|_| free()).collect();
+    let mut host = Host::new();
+    host.grace = "2s".into();
+    host.rotate();
+    let list = ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(
+        host.path("dickbox.yml"),
+        format!("zmq:\n  bus_tcp_ports: [{list}]\n"),
+    )
+    .unwrap();
+    let listening = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+    let _bus = host.start_bus();
+    // Generation 1 is odd: pair B (ports 2 and 3).
+    assert!(
+        listening(ports[2]) && listening(ports[3]),
+        "pair B for generation 1"
+    );
+    assert!(!listening(ports[0]), "pair A idle");
+    host.rotate();
+    common::wait_for(Duration::from_secs(5), || {
+        listening(ports[0]) && listening(ports[1])
+    });
+    assert!(listening(ports[2]), "old pair open during grace");
+    common::wait_for(Duration::from_secs(6), || {
+        !listening(ports[2]) && !listening(ports[3])
+    });
+}
