@@ -139,7 +139,9 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
     };
 
     // 3. The tree, checked completely before anything is written.
-    let entries = pack::scan_tree(&req.src).map_err(InputError::from)?;
+    std::fs::create_dir_all(&req.out)
+        .with_context(|| format!("create output folder {}", req.out.display()))?;
+    let entries = pack::scan_tree_excluding(&req.src, Some(&req.out)).map_err(InputError::from)?;
     let entrypoint_ok = entries.iter().any(|e| e.rel == manifest.entrypoint);
     if !entrypoint_ok {
         return Err(InputError::msg(format!(

@@ -697,3 +697,28 @@ fn keygen_writes_a_private_secret_key_and_refuses_to_overwrite() {
     let text = fs::read_to_string(dir.path().join("enc.key")).unwrap();
     assert!(!text.contains("test-only-secret"));
 }
+
+#[test]
+fn an_output_folder_inside_the_source_is_left_out() {
+    let keys = keygen();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), false);
+    let out = src.path().join("dist");
+    for _ in 0..2 {
+        let o = build(src.path(), &out, &keys, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = cb(&[
+        "inspect",
+        out.join("demo-1.2.3.capsule.tar.zst").to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let paths: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(!paths.iter().any(|p| p.starts_with("dist")), "{paths:?}");
+}

@@ -66,6 +66,16 @@ pub struct FileRecord {
 /// capsule may not hold. The tree's own `capsule.yml` is left out: the
 /// manifest is always written first, separately.
 pub fn scan_tree(root: &Path) -> Result<Vec<SourceEntry>, PackError> {
+    scan_tree_excluding(root, None)
+}
+
+/// Like [`scan_tree`], leaving out the folder `exclude` (with everything in it)
+/// when it lies inside the tree: an output folder inside the source must not
+/// pack earlier builds into the next one.
+pub fn scan_tree_excluding(
+    root: &Path,
+    exclude: Option<&Path>,
+) -> Result<Vec<SourceEntry>, PackError> {
     let root_real = root.canonicalize().map_err(|source| PackError::Read {
         path: root.to_owned(),
         source,
@@ -81,7 +91,8 @@ pub fn scan_tree(root: &Path) -> Result<Vec<SourceEntry>, PackError> {
         });
     }
     let mut out = Vec::new();
-    walk(&root_real, &root_real, "", &mut out)?;
+    let exclude = exclude.and_then(|e| e.canonicalize().ok());
+    walk(&root_real, &root_real, "", exclude.as_deref(), &mut out)?;
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     Ok(out)
 }
@@ -90,6 +101,7 @@ fn walk(
     root: &Path,
     dir: &Path,
     prefix: &str,
+    exclude: Option<&Path>,
     out: &mut Vec<SourceEntry>,
 ) -> Result<(), PackError> {
     let rd = std::fs::read_dir(dir).map_err(|source| PackError::Read {
@@ -144,12 +156,16 @@ fn walk(
                 kind: SourceKind::Symlink { target },
             });
         } else if ft.is_dir() {
+            if exclude.is_some_and(|e| e == abs) {
+                tracing::warn!(path = %abs.display(), "leaving the output folder out of the capsule");
+                continue;
+            }
             out.push(SourceEntry {
                 rel: rel.clone(),
                 abs: abs.clone(),
                 kind: SourceKind::Dir,
             });
-            walk(root, &abs, &rel, out)?;
+            walk(root, &abs, &rel, exclude, out)?;
         } else if ft.is_file() {
             // Open it now so an unreadable file is refused before anything
             // is written, not halfway through the archive.
