@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fetch;
 pub mod fsops;
 pub mod haproxy;
 pub mod health;

@@ -45,7 +45,9 @@ fn init_logging(verbose: u8) {
     // Under systemd (or with a journal socket) also log to the journal with
     // structured fields; without one, plain stderr only.
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        tracing_journald::layer().ok().map(|l| l.with_field_prefix(None))
+        tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_field_prefix(None))
     } else {
         None
     };
@@ -128,6 +130,29 @@ fn run(cli: Cli) -> Result<()> {
                 rel.id,
                 rel.path.display()
             );
+        }
+        Command::VerifyBlob {
+            bundle,
+            certificate_identity,
+            certificate_identity_regexp,
+            certificate_oidc_issuer,
+            key,
+            trusted_root,
+            target,
+        } => {
+            let line = dickbox_deploy::verify::verify_blob(
+                &ctx.s,
+                &dickbox_deploy::verify::BlobRequest {
+                    bundle,
+                    identity: certificate_identity,
+                    identity_regexp: certificate_identity_regexp,
+                    issuer: certificate_oidc_issuer,
+                    key,
+                    trusted_root,
+                    target,
+                },
+            )?;
+            println!("{line}");
         }
         Command::Rollback { service: svc, to } => {
             let svc = service(&svc)?;
