@@ -98,9 +98,12 @@ fn add_totals(t: &mut Totals, s: &Step, f: f64) {
 
 /// Add one step's energy to the state, ending at `now_unix` after `prev_unix`.
 /// A step that crosses the period's end is split by time; the closed period
-/// moves to `past_periods`. Returns the periods closed.
+/// moves to `past_periods` and the next one has the configured `kind`, so a
+/// changed `period` takes effect at the current period's end. Returns the
+/// periods closed.
 pub fn record(
     state: &mut State,
+    kind: PeriodKind,
     step: &Step,
     prev_unix: f64,
     now_unix: f64,
@@ -130,7 +133,14 @@ pub fn record(
         }
         closed.push(summary);
         state.warnings_fired.clear();
-        state.period = period_at(state.period.kind, state.period.end);
+        // Normally the period of `kind` that starts here; after a change of
+        // kind the first one is shortened so periods never overlap.
+        let next = period_at(kind, state.period.end);
+        state.period = Period {
+            kind,
+            start: state.period.end,
+            end: next.end,
+        };
     }
     add_totals(&mut state.totals, step, rest);
 
@@ -420,6 +430,41 @@ mod tests {
         assert_eq!(date_of(w.start), "2026-11-30"); // a Monday
         let feb = period_at(PeriodKind::Monthly, days_from_civil(2028, 2, 15) * 86400);
         assert_eq!((feb.end - feb.start) / 86400, 29);
+    }
+
+    #[test]
+    fn changed_period_kind_starts_at_the_roll_over() {
+        let t = 1_796_342_400; // 2026-12-04
+        let mut st = State::new(period_at(PeriodKind::Monthly, t));
+        let end = st.period.end as f64;
+        let step = Step {
+            cpu_j: Some(10.0),
+            ..Step::default()
+        };
+        record(
+            &mut st,
+            PeriodKind::Weekly,
+            &step,
+            t as f64,
+            t as f64 + 1.0,
+            1.0,
+            24,
+        );
+        assert_eq!(st.period.kind, PeriodKind::Monthly, "not before the end");
+        record(
+            &mut st,
+            PeriodKind::Weekly,
+            &step,
+            end - 5.0,
+            end + 5.0,
+            1.0,
+            24,
+        );
+        assert_eq!(st.period.kind, PeriodKind::Weekly);
+        assert_eq!(date_of(st.period.start), "2027-01-01");
+        assert_eq!(date_of(st.period.end), "2027-01-04"); // the next Monday
+        assert_eq!(st.totals.cpu_j, 5.0);
+        assert_eq!(st.past_periods[0].totals.cpu_j, 15.0);
     }
 
     #[test]

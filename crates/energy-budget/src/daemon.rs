@@ -208,6 +208,7 @@ impl Engine {
         };
         let closed = budget::record(
             &mut self.state,
+            self.cfg.period,
             &step,
             prev_unix,
             s.unix_s,

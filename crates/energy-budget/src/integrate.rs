@@ -15,8 +15,10 @@
 //! - A GPU's energy is split equally among the services whose unit lists it in
 //!   `CUDA_VISIBLE_DEVICES` and that are running; it is an estimate, since NVML
 //!   has no per-process energy.
-//! - A power profile (watts) is used for a service only while CPU energy is
-//!   unavailable, so a profile never adds to measured joules.
+//! - A power profile (watts) is used for a service only while CPU energy has
+//!   not been readable since the baseline, so a profile never adds to measured
+//!   joules. A zone that fails to read for a while keeps its last reading, and
+//!   the next good reading counts the whole gap.
 
 use std::collections::BTreeMap;
 
@@ -103,7 +105,10 @@ pub fn baseline_of(s: &Sample, previous: Option<&Baseline>) -> Baseline {
         unix_s: s.unix_s,
         rapl: match &s.rapl {
             RaplReading::Ok(z) => z.iter().map(|z| (z.zone.clone(), z.energy_uj)).collect(),
-            RaplReading::Unavailable(_) => BTreeMap::new(),
+            // Keep the last readings: the counters are cumulative, so when the
+            // zones are readable again the difference covers the gap instead
+            // of losing it.
+            RaplReading::Unavailable(_) => previous.map(|b| b.rapl.clone()).unwrap_or_default(),
         },
         gpus,
         cgroups: s
@@ -173,7 +178,11 @@ pub fn step(prev: Option<&Baseline>, s: &Sample, attr: &Attribution) -> Result<S
                 e.cpu_j += cpu_j * (*d as f64) / (denom as f64);
             }
         }
-    } else {
+    } else if prev.rapl.is_empty() {
+        // No RAPL reading at all since the baseline (no RAPL on this host, or
+        // never readable): the profiles stand in. After a transient failure
+        // the kept baseline recovers the measured energy instead, so the
+        // profiles must not count the same time again.
         for (svc, watts) in &attr.power_profiles {
             let j = watts * elapsed_s;
             out.services.entry(svc.clone()).or_default().profile_j += j;

@@ -81,6 +81,26 @@ fn unreadable_energy_uj_says_why_and_counts_nothing() {
     e.sync(T0 + 1.0).unwrap();
     let prom = std::fs::read_to_string(&e.config().metrics_path).unwrap();
     assert!(prom.contains("dickbox_energy_cpu_measured 0"), "{prom}");
+
+    // Readable again: the counter is cumulative, so the gap is counted now.
+    if file.is_dir() {
+        std::fs::remove_dir(&file).unwrap();
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    f.set_uj("intel-rapl:0", 12_000_000);
+    sample(&mut e, 2.0);
+    assert!(
+        e.state().sources.cpu.starts_with("rapl"),
+        "{}",
+        e.state().sources.cpu
+    );
+    close(
+        e.state().totals.cpu_j,
+        12.0,
+        "energy over the gap recovered",
+    );
 }
 
 #[test]

@@ -32,9 +32,11 @@ fn ok(sb: &Sandbox, args: &[&str]) -> String {
 
 fn write_zone(results: &Path, uj: u64) {
     let d = results.join("powercap/intel-rapl:0");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("name"), "package-0\n").unwrap();
-    std::fs::write(d.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    if !d.exists() {
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("name"), "package-0\n").unwrap();
+        std::fs::write(d.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    }
     // Write then rename, so the daemon never reads a half-written counter.
     let tmp = d.join(".energy_uj");
     std::fs::write(&tmp, format!("{uj}\n")).unwrap();

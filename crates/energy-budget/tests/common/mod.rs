@@ -159,12 +159,17 @@ impl Fixture {
     }
 }
 
-/// Write a counter file the way the kernel presents it: whole content at once.
+/// Write a counter file the way the kernel presents it: a reader sees the old
+/// or the new value, never an empty or half-written file.
 pub fn write(path: &Path, text: &str) {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    std::fs::write(path, text).unwrap();
+    let dir = path.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Simulated GPU for tests: readings are set by the test through the handle.
