@@ -52,6 +52,30 @@ pub enum Command {
     },
     /// Verify and stage a capsule without starting anything.
     Verify { source: PathBuf },
+    /// Check any file (or sha256:<hex> digest) against a Sigstore bundle,
+    /// offline, with the same code as deploy. Exit 0, or 3 naming the rule.
+    VerifyBlob {
+        /// The Sigstore bundle (.sigstore.json).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The certificate identity (SAN) that must have signed, exactly.
+        #[arg(long, conflicts_with = "key")]
+        certificate_identity: Option<String>,
+        /// Or a regular expression the whole SAN must match.
+        #[arg(long, conflicts_with_all = ["key", "certificate_identity"])]
+        certificate_identity_regexp: Option<String>,
+        /// The OIDC issuer the certificate must name.
+        #[arg(long)]
+        certificate_oidc_issuer: Option<String>,
+        /// A P-256 public key (PEM) for bundles signed with a key.
+        #[arg(long, value_name = "PEM")]
+        key: Option<PathBuf>,
+        /// The pinned trust root (default: <trust_dir>/sigstore/trusted_root.json).
+        #[arg(long, value_name = "FILE")]
+        trusted_root: Option<PathBuf>,
+        /// The file, or its digest as sha256:<64 hex>.
+        target: String,
+    },
     /// Switch a service back to its previous release, or to a kept one.
     Rollback {
         service: String,

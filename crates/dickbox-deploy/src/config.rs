@@ -72,6 +72,12 @@ pub struct DeployConfig {
     pub ca_bundle: Option<PathBuf>,
     /// URL sources: file holding a bearer token sent as `Authorization`.
     pub token_file: Option<PathBuf>,
+    /// Sigstore bundles: the OIDC issuer the signing certificate must name.
+    pub sigstore_issuer: Option<String>,
+    /// Sigstore bundles: the certificate identity (SAN), exactly.
+    pub sigstore_identity: Option<String>,
+    /// Sigstore bundles: or a regular expression the whole SAN must match.
+    pub sigstore_identity_pattern: Option<String>,
 }
 
 impl Default for DeployConfig {
@@ -101,6 +107,9 @@ impl Default for DeployConfig {
             fetch_timeout: "10m".into(),
             ca_bundle: None,
             token_file: None,
+            sigstore_issuer: None,
+            sigstore_identity: None,
+            sigstore_identity_pattern: None,
         }
     }
 }
@@ -153,6 +162,29 @@ impl Settings {
     pub fn floors_path(&self) -> PathBuf {
         self.raw.state_dir.join("floors.json")
     }
+    /// The identity policy for Sigstore bundles, if configured.
+    pub fn identity_policy(&self) -> Result<Option<capsule::sigstore::IdentityPolicy>> {
+        use capsule::sigstore::{Identity, IdentityPolicy};
+        let c = &self.raw;
+        let identity = match (&c.sigstore_identity, &c.sigstore_identity_pattern) {
+            (Some(_), Some(_)) => {
+                bail!("deploy.sigstore_identity and sigstore_identity_pattern: give one, not both")
+            }
+            (Some(i), None) => Identity::Exact(i.clone()),
+            (None, Some(p)) => Identity::pattern(p)?,
+            (None, None) => return Ok(None),
+        };
+        let issuer = c
+            .sigstore_issuer
+            .as_deref()
+            .context("deploy.sigstore_identity needs deploy.sigstore_issuer")?;
+        Ok(Some(IdentityPolicy::new(issuer, identity)?))
+    }
+
+    pub fn sigstore_dir(&self) -> PathBuf {
+        self.raw.trust_dir.join("sigstore")
+    }
+
     pub fn history_path(&self) -> PathBuf {
         self.raw.state_dir.join("history.jsonl")
     }
@@ -227,6 +259,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             "fetch_timeout" => c.fetch_timeout = v,
             "ca_bundle" => c.ca_bundle = Some(v.into()),
             "token_file" => c.token_file = Some(v.into()),
+            "sigstore_issuer" => c.sigstore_issuer = Some(v),
+            "sigstore_identity" => c.sigstore_identity = Some(v),
+            "sigstore_identity_pattern" => c.sigstore_identity_pattern = Some(v),
             "require" => {
                 c.require = match v.as_str() {
                     "minisign" => Require::Minisign,

@@ -77,26 +77,10 @@ pub fn deploy(ctx: &Ctx, source: &Path, opts: &DeployOptions) -> Result<Release>
     let _lock = lock::acquire(&ctx.s.raw.lock_path, ctx.s.lock_timeout)?;
     let started = Instant::now();
     let mut v = verify::verify(&ctx.s, source)?;
-    let name = v.comment.name.clone();
-    let version = v.comment.version.clone();
-
-    // The downgrade floor is checked before anything is written.
-    let floors = state::floors(&ctx.s)?;
-    if let Some(floor) = floors.get(name.as_str())
-        && &version < floor
-    {
-        if !opts.allow_downgrade {
-            return Err(Refused::Other(format!(
-                "{name} {version} is older than {floor}, the highest version deployed on this host: \
-                 refusing a downgrade (use `rollback` to a kept release, or --allow-downgrade)"
-            ))
-            .into());
-        }
-        tracing::warn!(capsule = %name, version = %version, floor = %floor, "downgrade allowed by --allow-downgrade");
-    }
-
     let existed = ctx.s.releases_dir().join(v.release_id.as_str()).exists();
     let rel = stage::stage(&ctx.s, &mut v)?;
+    let name = rel.manifest.name.clone();
+    let version = rel.manifest.version.clone();
     let discard = |why: String| -> anyhow::Error {
         if !existed {
             stage::make_writable(&rel.path);
@@ -105,19 +89,42 @@ pub fn deploy(ctx: &Ctx, source: &Path, opts: &DeployOptions) -> Result<Release>
         Refused::Other(why).into()
     };
 
+    // The downgrade floor. Checked on the verified manifest; a refused
+    // release that this call staged is removed again.
+    let floors = state::floors(&ctx.s)?;
+    if let Some(floor) = floors.get(name.as_str())
+        && &version < floor
+    {
+        if !opts.allow_downgrade {
+            return Err(discard(format!(
+                "{name} {version} is older than {floor}, the highest version deployed on this host: \
+                 refusing a downgrade (use `rollback` to a kept release, or --allow-downgrade)"
+            )));
+        }
+        tracing::warn!(capsule = %name, version = %version, floor = %floor, "downgrade allowed by --allow-downgrade");
+    }
+
     // The manifest's public_key is never trusted; it is only compared with
-    // the key that verified.
+    // the minisign key that verified.
     if let Some(pk) = &rel.manifest.public_key {
         let claimed = capsule::minisig::PublicKey::from_base64(pk, "capsule.yml public_key")
             .map_err(|e| discard(e.to_string()))?;
-        let trusted = capsule::minisig::PublicKey::from_file(&v.key_path)?;
-        if claimed.key_bytes() != trusted.key_bytes() {
-            return Err(discard(format!(
-                "capsule.yml public_key ({}) is not the host key that verified the capsule ({}, {})",
-                claimed.key_id,
-                trusted.key_id,
-                v.key_path.display()
-            )));
+        match &v.minisign {
+            Some((_, key_path)) => {
+                let trusted = capsule::minisig::PublicKey::from_file(key_path)?;
+                if claimed.key_bytes() != trusted.key_bytes() {
+                    return Err(discard(format!(
+                        "capsule.yml public_key ({}) is not the host key that verified the capsule ({}, {})",
+                        claimed.key_id,
+                        trusted.key_id,
+                        key_path.display()
+                    )));
+                }
+            }
+            None => tracing::warn!(
+                key_id = %claimed.key_id,
+                "capsule.yml names a minisign public_key but no minisign signature was verified; ignoring it"
+            ),
         }
     }
     for svc in &rel.manifest.services {
@@ -141,7 +148,7 @@ pub fn deploy(ctx: &Ctx, source: &Path, opts: &DeployOptions) -> Result<Release>
         return Ok(rel);
     }
 
-    switch_to(ctx, &rel, "deploy", &v.key_id.to_string())?;
+    switch_to(ctx, &rel, "deploy", &v.signed_by())?;
     state::raise_floor(&ctx.s, &name, &version)?;
     let secs = started.elapsed().as_secs_f64();
     metrics::update(&ctx.s, |c| {

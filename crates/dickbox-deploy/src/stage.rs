@@ -93,13 +93,15 @@ pub fn stage(settings: &Settings, v: &mut Verified) -> Result<Release> {
     )
     .map_err(|e| crate::verify::Refused::Other(format!("{}: {e}", v.path.display())))?;
 
-    if inv.manifest.name != v.comment.name || inv.manifest.version != v.comment.version {
+    if let Some(tc) = &v.comment
+        && (inv.manifest.name != tc.name || inv.manifest.version != tc.version)
+    {
         let _ = fs::remove_dir_all(&staging);
         return Err(crate::verify::Refused::Other(format!(
             "{}: the signature is for {} {} but the manifest says {} {}",
             v.path.display(),
-            v.comment.name,
-            v.comment.version,
+            tc.name,
+            tc.version,
             inv.manifest.name,
             inv.manifest.version
         ))

@@ -25,10 +25,10 @@ pub enum Refused {
     Unsigned { path: String, sig: String },
     #[error("{0}")]
     Signature(#[from] MinisignError),
+    #[error("{0}")]
+    Sigstore(#[from] capsule::sigstore::SigstoreError),
     #[error("{path}: {problem}")]
     TrustedComment { path: String, problem: String },
-    #[error("{path}: host policy requires {what}, which is not supported yet (#4)")]
-    PolicyUnsupported { path: String, what: &'static str },
     #[error("{0}")]
     Other(String),
 }
@@ -41,52 +41,70 @@ pub struct Verified {
     pub sha256: String,
     pub release_id: ReleaseId,
     pub size: u64,
-    pub key_id: KeyId,
-    pub key_path: PathBuf,
-    pub comment: TrustedComment,
+    /// The minisign key that verified, when a minisign signature did.
+    pub minisign: Option<(KeyId, PathBuf)>,
+    /// The signed trusted comment (minisign only).
+    pub comment: Option<TrustedComment>,
+    /// Every signature that verified, for the log and the unit header.
+    pub signers: Vec<String>,
 }
 
-/// Verifies `archive` (a local file) against the host's trust.
-pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
-    let p = archive.display().to_string();
-    match settings.raw.require {
-        Require::Minisign | Require::Any => {}
-        Require::Sigstore | Require::Both => {
-            return Err(Refused::PolicyUnsupported {
-                path: p,
-                what: "a Sigstore signature",
-            }
-            .into());
-        }
+impl Verified {
+    /// A short name of who signed, for unit headers.
+    pub fn signed_by(&self) -> String {
+        self.signers.join(", ")
     }
-    let sig_path = PathBuf::from(format!("{}{}", archive.display(), capsule::MINISIG_SUFFIX));
-    if !sig_path.exists() {
+}
+
+fn side(archive: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", archive.display()))
+}
+
+/// Verifies `archive` (a local file) against the host's trust and policy.
+pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
+    use capsule::sigstore::{self as ss, Present};
+    let p = archive.display().to_string();
+    let require = settings.raw.require;
+    let want_minisign = matches!(require, Require::Minisign | Require::Both | Require::Any);
+    let want_sigstore = matches!(require, Require::Sigstore | Require::Both | Require::Any);
+
+    // minisign: the key is chosen by the signature's key id, from the host.
+    let sig_path = side(archive, capsule::MINISIG_SUFFIX);
+    let minisig = if want_minisign && sig_path.exists() {
+        let sig = Signature::from_file(&sig_path).map_err(Refused::from)?;
+        let trust = settings.raw.trust_dir.clone();
+        let ring = Keyring::load(&trust.join("minisign"), Some(&trust.join("revoked")))
+            .map_err(Refused::from)?;
+        let (key, key_path) = ring.key_for(sig.key_id).map_err(Refused::from)?;
+        Some((sig, key.clone(), key_path.to_owned()))
+    } else {
+        None
+    };
+    if minisig.is_none() && matches!(require, Require::Minisign | Require::Both) {
         return Err(Refused::Unsigned {
             path: p,
             sig: sig_path.display().to_string(),
         }
         .into());
     }
-    let sig = Signature::from_file(&sig_path).map_err(Refused::from)?;
-    let trust = settings.raw.trust_dir.clone();
-    let ring = Keyring::load(&trust.join("minisign"), Some(&trust.join("revoked")))
-        .map_err(Refused::from)?;
-    let (key, key_path) = ring.key_for(sig.key_id).map_err(Refused::from)?;
 
     let mut file = File::open(archive).map_err(|e| anyhow::anyhow!("open {p}: {e}"))?;
     let size = file.metadata()?.len();
     // One pass over the open file feeds both the SHA-256 and the minisign
-    // verifier (BLAKE2b-512 prehash); the two run side by side on two
-    // threads so verification costs about one hash, not two.
-    let mut verifier = sig.verifier(key).map_err(Refused::from)?;
-    let sha = Sha256State::new();
+    // verifier (BLAKE2b-512 prehash); the SHA-256 runs on a second thread so
+    // verification costs about one hash, not two. The Sigstore checks need
+    // only the SHA-256, so nothing is read twice.
+    let mut verifier = match &minisig {
+        Some((sig, key, _)) => Some(sig.verifier(key).map_err(Refused::from)?),
+        None => None,
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let hasher = std::thread::spawn(move || {
-        let mut sha = sha;
+        let mut sha = Sha256State::new();
         for chunk in rx {
             sha.update(&chunk);
         }
-        sha.finish_hex()
+        sha.finish()
     });
     let mut reader = BufReader::with_capacity(1 << 20, &file);
     loop {
@@ -96,47 +114,119 @@ pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
             break;
         }
         buf.truncate(n);
-        verifier.update(&buf);
+        if let Some(v) = verifier.as_mut() {
+            v.update(&buf);
+        }
         if tx.send(buf).is_err() {
             break;
         }
     }
     drop(tx);
     drop(reader);
-    let sha256 = hasher
+    let (sha256, digest) = hasher
         .join()
         .map_err(|_| anyhow::anyhow!("hash thread panicked"))?;
-    verifier.finish().map_err(Refused::from)?;
 
-    let comment =
-        TrustedComment::parse(&sig.trusted_comment).map_err(|e| Refused::TrustedComment {
-            path: p.clone(),
-            problem: e.to_string(),
-        })?;
-    if comment.sha256 != sha256 {
-        return Err(Refused::TrustedComment {
-            path: p,
-            problem: format!(
-                "the signed trusted comment names sha256 {} but the archive's is {sha256}",
-                comment.sha256
-            ),
+    let mut present = Present::default();
+    let mut signers = Vec::new();
+    let mut comment = None;
+    let mut minisign = None;
+    if let (Some(v), Some((sig, _, key_path))) = (verifier, &minisig) {
+        v.finish().map_err(Refused::from)?;
+        let tc =
+            TrustedComment::parse(&sig.trusted_comment).map_err(|e| Refused::TrustedComment {
+                path: p.clone(),
+                problem: e.to_string(),
+            })?;
+        if tc.sha256 != sha256 {
+            return Err(Refused::TrustedComment {
+                path: p,
+                problem: format!(
+                    "the signed trusted comment names sha256 {} but the archive's is {sha256}",
+                    tc.sha256
+                ),
+            }
+            .into());
         }
-        .into());
+        tracing::info!(
+            capsule = %tc.name, version = %tc.version, key_id = %sig.key_id,
+            key = %key_path.display(), sha256 = %sha256, "minisign signature verified"
+        );
+        present.minisign = true;
+        signers.push(format!("minisign key {}", sig.key_id));
+        minisign = Some((sig.key_id, key_path.clone()));
+        comment = Some(tc);
     }
+
+    if want_sigstore {
+        let dir = settings.sigstore_dir();
+        let cosign_path = side(archive, capsule::COSIGN_SUFFIX);
+        let bundle_path = side(archive, capsule::SIGSTORE_SUFFIX);
+        let keys = || -> anyhow::Result<ss::CosignKeys> {
+            let kd = dir.join("keys");
+            Ok(if kd.is_dir() {
+                ss::CosignKeys::load(&kd).map_err(Refused::from)?
+            } else {
+                ss::CosignKeys::default()
+            })
+        };
+        if cosign_path.exists() {
+            let text = std::fs::read_to_string(&cosign_path)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", cosign_path.display()))?;
+            let by =
+                ss::verify_cosign(&digest, &text, &cosign_path.display().to_string(), &keys()?)
+                    .map_err(Refused::from)?;
+            tracing::info!(key = %by.path.display(), fingerprint = %by.fingerprint, "cosign signature verified");
+            signers.push(format!("cosign key {}", by.path.display()));
+            present.sigstore = true;
+        }
+        if bundle_path.exists() {
+            let json = std::fs::read(&bundle_path)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", bundle_path.display()))?;
+            let root = ss::TrustedRoot::from_file(&dir.join("trusted_root.json"))
+                .map_err(Refused::from)?;
+            let policy = settings.identity_policy()?.ok_or_else(|| {
+                Refused::Other(format!(
+                    "{}: a Sigstore bundle needs deploy.sigstore_issuer and \
+                     deploy.sigstore_identity (or _pattern) in the host config",
+                    bundle_path.display()
+                ))
+            })?;
+            let ok = ss::verify_bundle(
+                &digest,
+                &json,
+                &bundle_path.display().to_string(),
+                &root,
+                &policy,
+                Some(&keys()?),
+            )
+            .map_err(Refused::from)?;
+            tracing::info!(signer = ?ok.signer, log_index = ok.log_index, "Sigstore bundle verified");
+            signers.push(format!("sigstore bundle ({:?})", ok.signer));
+            present.sigstore = true;
+        }
+    }
+    let policy = ss::Require::parse(match require {
+        Require::Minisign => "minisign",
+        Require::Sigstore => "sigstore",
+        Require::Both => "both",
+        Require::Any => "any",
+    })
+    .map_err(Refused::from)?;
+    policy
+        .check(present)
+        .map_err(|e| Refused::Other(format!("{p}: {e}")))?;
+
     file.rewind()?;
-    tracing::info!(
-        capsule = %comment.name, version = %comment.version, key_id = %sig.key_id,
-        key = %key_path.display(), sha256 = %sha256, "signature verified"
-    );
     Ok(Verified {
         release_id: ReleaseId::from_sha256_hex(&sha256).expect("hex digest"),
         file,
         path: archive.to_owned(),
         sha256,
         size,
-        key_id: sig.key_id,
-        key_path: key_path.to_owned(),
+        minisign,
         comment,
+        signers,
     })
 }
 
@@ -167,8 +257,119 @@ mod sha2_shim {
             // Writing to a sink cannot fail.
             let _ = self.0.write_all(b);
         }
-        pub fn finish_hex(self) -> String {
-            self.0.finish().1
+        /// The digest as hex and as bytes.
+        pub fn finish(self) -> (String, [u8; 32]) {
+            let hex = self.0.finish().1;
+            let mut raw = [0u8; 32];
+            for (i, b) in raw.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+            }
+            (hex, raw)
         }
     }
+}
+
+/// What `verify-blob` checks against.
+#[derive(Debug)]
+pub struct BlobRequest {
+    pub bundle: PathBuf,
+    pub identity: Option<String>,
+    pub identity_regexp: Option<String>,
+    pub issuer: Option<String>,
+    pub key: Option<PathBuf>,
+    pub trusted_root: Option<PathBuf>,
+    pub target: String,
+}
+
+/// `dickbox-deploy verify-blob`: a file or digest against a bundle, offline.
+pub fn verify_blob(settings: &Settings, req: &BlobRequest) -> anyhow::Result<String> {
+    use capsule::sigstore::{self as ss, Identity, IdentityPolicy};
+    let digest: [u8; 32] = match req.target.strip_prefix("sha256:") {
+        Some(hex) => {
+            let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            let mut raw = [0u8; 32];
+            if ok {
+                for (i, b) in raw.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+                }
+            } else {
+                return Err(Refused::Other(format!(
+                    "{}: a digest is sha256: and 64 hex digits",
+                    req.target
+                ))
+                .into());
+            }
+            raw
+        }
+        None => {
+            let f =
+                File::open(&req.target).map_err(|e| anyhow::anyhow!("open {}: {e}", req.target))?;
+            let mut sha = Sha256State::new();
+            let mut r = BufReader::with_capacity(1 << 20, f);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = read_full(&mut r, &mut buf)
+                    .map_err(|e| anyhow::anyhow!("read {}: {e}", req.target))?;
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+            }
+            sha.finish().1
+        }
+    };
+    let root_path = req
+        .trusted_root
+        .clone()
+        .unwrap_or_else(|| settings.sigstore_dir().join("trusted_root.json"));
+    let root = ss::TrustedRoot::from_file(&root_path).map_err(Refused::from)?;
+    let mut keys = ss::CosignKeys::default();
+    if let Some(k) = &req.key {
+        let text =
+            std::fs::read_to_string(k).map_err(|e| anyhow::anyhow!("read {}: {e}", k.display()))?;
+        keys.add_pem(&text, k.clone()).map_err(Refused::from)?;
+    }
+    let identity = match (&req.identity, &req.identity_regexp) {
+        (Some(i), _) => Some(Identity::Exact(i.clone())),
+        (None, Some(r)) => Some(Identity::pattern(r).map_err(Refused::from)?),
+        (None, None) => None,
+    };
+    let policy = match (identity, &req.issuer) {
+        (Some(id), Some(iss)) => IdentityPolicy::new(iss, id).map_err(Refused::from)?,
+        (Some(_), None) => {
+            return Err(Refused::Other(
+                "--certificate-identity needs --certificate-oidc-issuer".into(),
+            )
+            .into());
+        }
+        (None, _) if req.key.is_some() => {
+            // Key-signed bundles carry no identity; this policy never matches a
+            // certificate, so only the key can verify.
+            IdentityPolicy::new("key-only", Identity::Exact(String::new()))
+                .map_err(Refused::from)?
+        }
+        (None, _) => {
+            return Err(Refused::Other(
+                "give --certificate-identity (or --certificate-identity-regexp) with \
+                 --certificate-oidc-issuer, or --key"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    let json = std::fs::read(&req.bundle)
+        .map_err(|e| anyhow::anyhow!("read {}: {e}", req.bundle.display()))?;
+    let ok = ss::verify_bundle(
+        &digest,
+        &json,
+        &req.bundle.display().to_string(),
+        &root,
+        &policy,
+        req.key.as_ref().map(|_| &keys),
+    )
+    .map_err(Refused::from)?;
+    Ok(format!(
+        "verified: {} signed by {:?}, transparency log index {}, integrated at {}",
+        req.target, ok.signer, ok.log_index, ok.integrated_time
+    ))
 }

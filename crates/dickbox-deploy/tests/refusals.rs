@@ -552,3 +552,124 @@ fn unknown_config_keys_and_overrides_are_refused_by_name() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"keep\": 2"));
 }
+
+/// Host policy (`deploy.require`) against which signatures a capsule carries.
+/// Signatures: minisign by the trusted key, cosign by a trusted P-256 key
+/// (made with openssl, as operators would, when available; else our own
+/// key generator).
+#[test]
+fn signature_policy_matrix() {
+    use capsule::sigstore::{generate_cosign_keypair, sign_cosign};
+    let cases: &[(&str, bool, bool, Result<(), &str>)] = &[
+        ("minisign", true, false, Ok(())),
+        (
+            "minisign",
+            false,
+            true,
+            Err("unsigned capsules are never deployed"),
+        ),
+        ("minisign", true, true, Ok(())),
+        ("sigstore", false, true, Ok(())),
+        ("sigstore", true, false, Err("needs a Sigstore signature")),
+        ("both", true, true, Ok(())),
+        ("both", true, false, Err("minisign alone is not enough")),
+        (
+            "both",
+            false,
+            true,
+            Err("unsigned capsules are never deployed"),
+        ),
+        ("any", true, false, Ok(())),
+        ("any", false, true, Ok(())),
+        (
+            "any",
+            false,
+            false,
+            Err("needs a minisign or Sigstore signature"),
+        ),
+    ];
+    let (public_pem, private_pem) = generate_cosign_keypair().unwrap();
+    for (policy, with_minisign, with_cosign, want) in cases {
+        let h = Host::new();
+        let kd = h.path("trust/sigstore/keys");
+        fs::create_dir_all(&kd).unwrap();
+        fs::write(kd.join("ci.pem"), &public_pem).unwrap();
+        let a = h.path("demo-1.0.0.capsule.tar.zst");
+        craft(
+            &a,
+            &[
+                M::File("capsule.yml", MANIFEST, 0o644),
+                M::Dir("bin"),
+                start_sh(),
+            ],
+        );
+        if *with_minisign {
+            h.sign(&a, "demo", "1.0.0");
+        }
+        if *with_cosign {
+            use sha2::Digest;
+            let digest: [u8; 32] = sha2::Sha256::digest(fs::read(&a).unwrap()).into();
+            let (sig, _) = sign_cosign(&digest, &private_pem, "test key").unwrap();
+            fs::write(format!("{}.cosign.sig", a.display()), sig).unwrap();
+        }
+        let o = Command::new(BIN)
+            .args(["verify", a.to_str().unwrap()])
+            .env("DICKBOX_CONFIG", "/dev/null")
+            .env("DICKBOX_DEPLOY_REQUIRE", policy)
+            .env("DICKBOX_DEPLOY_STATE_DIR", h.path("state"))
+            .env("DICKBOX_DEPLOY_TRUST_DIR", h.path("trust"))
+            .env("DICKBOX_DEPLOY_LOCK_PATH", h.path("lock"))
+            .env("DICKBOX_DEPLOY_SYSTEMCTL", "/bin/false")
+            .output()
+            .unwrap();
+        let case = format!("require={policy} minisign={with_minisign} cosign={with_cosign}");
+        match want {
+            Ok(()) => assert!(o.status.success(), "{case}: {}", stderr(&o)),
+            Err(msg) => {
+                assert_eq!(o.status.code(), Some(3), "{case}: {}", stderr(&o));
+                assert!(
+                    stderr(&o).contains(msg),
+                    "{case}: want {msg:?} in {}",
+                    stderr(&o)
+                );
+                assert!(h.releases_left().is_empty(), "{case}");
+            }
+        }
+    }
+
+    // A cosign signature by an untrusted key is a refusal even when the
+    // policy would be satisfied by minisign alone under `any`.
+    let h = Host::new();
+    fs::create_dir_all(h.path("trust/sigstore/keys")).unwrap();
+    fs::write(h.path("trust/sigstore/keys/ci.pem"), &public_pem).unwrap();
+    let (_, other_private) = generate_cosign_keypair().unwrap();
+    let a = h.path("demo-1.0.0.capsule.tar.zst");
+    craft(
+        &a,
+        &[
+            M::File("capsule.yml", MANIFEST, 0o644),
+            M::Dir("bin"),
+            start_sh(),
+        ],
+    );
+    h.sign(&a, "demo", "1.0.0");
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(fs::read(&a).unwrap()).into();
+    let (sig, _) = sign_cosign(&digest, &other_private, "rogue").unwrap();
+    fs::write(format!("{}.cosign.sig", a.display()), sig).unwrap();
+    let o = Command::new(BIN)
+        .args(["verify", a.to_str().unwrap()])
+        .env("DICKBOX_CONFIG", "/dev/null")
+        .env("DICKBOX_DEPLOY_REQUIRE", "any")
+        .env("DICKBOX_DEPLOY_STATE_DIR", h.path("state"))
+        .env("DICKBOX_DEPLOY_TRUST_DIR", h.path("trust"))
+        .env("DICKBOX_DEPLOY_LOCK_PATH", h.path("lock"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not verify with any trusted key"),
+        "{}",
+        stderr(&o)
+    );
+}
