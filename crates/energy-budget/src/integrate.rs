@@ -10,7 +10,8 @@
 //!   power profiles.
 //! - CPU energy is shared among services by their share of the host's busy CPU
 //!   time (`/proc/stat`); the rest stays with the host (kernel, other daemons,
-//!   idle). If the services' usage adds up to more than the host's (the two
+//!   idle). A slice named in the config gets only the usage of its units that
+//!   are not accounted themselves. If the services' usage adds up to more than the host's (the two
 //!   are read a few µs apart), the services' usage is the denominator.
 //! - A GPU's energy is split equally among the services whose unit lists it in
 //!   `CUDA_VISIBLE_DEVICES` and that are running; it is an estimate, since NVML
@@ -165,6 +166,28 @@ pub fn step(prev: Option<&Baseline>, s: &Sample, attr: &Attribution) -> Result<S
             (u, d)
         })
         .collect();
+    // A slice named in the config contains the units below it, which may be
+    // accounted themselves: the slice keeps only the rest, so no CPU time is
+    // shared out twice.
+    let nested: Vec<u64> = deltas
+        .iter()
+        .map(|(u, _)| {
+            if !u.unit.ends_with(".slice") {
+                return 0;
+            }
+            let prefix = format!("{}/", u.cgroup);
+            deltas
+                .iter()
+                .filter(|(v, _)| v.cgroup.starts_with(&prefix))
+                .map(|(_, d)| d)
+                .sum()
+        })
+        .collect();
+    let deltas: Vec<(&UnitUsage, u64)> = deltas
+        .into_iter()
+        .zip(nested)
+        .map(|((u, d), inner)| (u, d.saturating_sub(inner)))
+        .collect();
     if let Some(cpu_j) = out.cpu_j {
         let host = match (&s.host_busy_usec, prev.host_busy_usec) {
             (Ok(c), Some(p)) => c.saturating_sub(p),
@@ -270,6 +293,29 @@ mod tests {
         assert_eq!(st.cpu_j, Some(30.0));
         assert_eq!(st.services["web"].cpu_j, 7.5);
         assert_eq!(st.elapsed_s, 2.0);
+    }
+
+    #[test]
+    fn configured_slice_keeps_only_what_its_accounted_units_did_not_use() {
+        let unit = |unit: &str, cgroup: &str, usage| UnitUsage {
+            unit: unit.into(),
+            service: unit.into(),
+            cgroup: cgroup.into(),
+            usage_usec: usage,
+        };
+        let mut a = sample(0.0, 0, 0, 0);
+        a.units = vec![
+            unit("tori.slice", "tori.slice", 0),
+            unit("web", "tori.slice/dickbox-web@a.service", 0),
+        ];
+        let mut b = sample(1.0, 10_000_000, 1_000_000, 0);
+        b.units = vec![
+            unit("tori.slice", "tori.slice", 800_000),
+            unit("web", "tori.slice/dickbox-web@a.service", 500_000),
+        ];
+        let st = step(Some(&baseline_of(&a, None)), &b, &Attribution::default()).unwrap();
+        assert_eq!(st.services["web"].cpu_j, 5.0);
+        assert!((st.services["tori.slice"].cpu_j - 3.0).abs() < 1e-9);
     }
 
     #[test]
