@@ -1,7 +1,7 @@
 //! A guard for Rust integration tests that need a real systemd, copied from
 //! `tests/sandbox/rust/sandbox_guard.rs` (small on purpose; see STYLE.md on
 //! copying ten-line helpers), with `up` renamed `up_with` and taking extra binds, and `reboot`
-//! left out (unused here).
+//! left out (unused here), and `can_run` added.
 //!
 //! What must always hold: every sandbox that `Sandbox::up` starts is torn down
 //! by `Drop`, also when the test panics, and a host that cannot run a sandbox
@@ -34,6 +34,18 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug)]
 pub struct Sandbox {
     dir: PathBuf,
+}
+
+/// Whether this host can run a sandbox; prints why not (the test then passes
+/// as skipped). For tests that must prepare files before `up_with`.
+pub fn can_run() -> bool {
+    let check = run(Command::new(HARNESS).arg("check"));
+    if check.status.code() == Some(EXIT_CANNOT_RUN) {
+        eprintln!("skipped: {}", String::from_utf8_lossy(&check.stderr).trim());
+        return false;
+    }
+    assert!(check.status.success(), "dickbox-sandbox check: {check:?}");
+    true
 }
 
 impl Sandbox {
