@@ -405,3 +405,47 @@ fn two_deploys_at_once_and_an_untrusted_key_in_the_manifest() {
     assert!(h.get().starts_with("hello from 2.0.0"), "{}", h.get());
     assert_eq!(h.active_instances().len(), 1);
 }
+
+/// Under `deploy.require: both`, a capsule signed with minisign and a cosign
+/// key deploys into real systemd; with either signature removed it is refused
+/// and nothing changes.
+#[test]
+fn both_signatures_required_in_real_systemd() {
+    use capsule::sigstore::{generate_cosign_keypair, sign_cosign};
+    let fx = Fixture::new();
+    let (public_pem, private_pem) = generate_cosign_keypair().unwrap();
+    fs::write(fx.dir.path().join("cosign.pub.pem"), &public_pem).unwrap();
+    for v in ["1.0.0", "2.0.0"] {
+        let a = fx.dir.path().join(format!("hello-api-{v}.capsule.tar.zst"));
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(fs::read(&a).unwrap()).into();
+        let (sig, _) = sign_cosign(&digest, &private_pem, "test key").unwrap();
+        fs::write(format!("{}.cosign.sig", a.display()), sig).unwrap();
+    }
+    let Some(sb) = Sandbox::up_with("deploy-both", &bin_dir(), &[fx.bind()]) else {
+        return;
+    };
+    let h = Host { sb: &sb };
+    h.install();
+    h.ok("mkdir -p /etc/dickbox/trust/sigstore/keys && cp /results/cosign.pub.pem /etc/dickbox/trust/sigstore/keys/ci.pem && \
+          printf 'deploy:\\n  drain: 1s\\n  require: both\\n' > /etc/dickbox/dickbox.yml");
+    let o = h.deploy(&format!("deploy {}", cap("1.0.0")));
+    assert!(o.status.success(), "both signatures: {}", text(&o));
+    assert!(h.get().starts_with("hello from 1.0.0"));
+    for (suffix, want) in [
+        (".minisig", "unsigned"),
+        (".cosign.sig", "minisign alone is not enough"),
+    ] {
+        h.ok(&format!("mkdir -p /tmp/only && cp /results/hello-api-2.0.0.capsule.tar.zst* /tmp/only/ && rm /tmp/only/hello-api-2.0.0.capsule.tar.zst{suffix}"));
+        let o = h.deploy("deploy /tmp/only/hello-api-2.0.0.capsule.tar.zst");
+        assert_eq!(o.status.code(), Some(3), "without {suffix}: {}", text(&o));
+        assert!(
+            text(&o).contains(want),
+            "without {suffix}: want {want:?} in {}",
+            text(&o)
+        );
+        assert!(h.get().starts_with("hello from 1.0.0"));
+        h.ok("rm -rf /tmp/only");
+    }
+    assert_eq!(h.ok("ls /var/lib/dickbox/releases").lines().count(), 1);
+}
