@@ -35,6 +35,10 @@ pub struct Sandbox {
     dir: PathBuf,
 }
 
+#[allow(
+    dead_code,
+    reason = "included by several test binaries, not each of which uses every method"
+)]
 impl Sandbox {
     /// Boots a sandbox with `bin_dir` bound read-only at [`INSIDE_BIN`].
     /// Returns `None` after printing the reason when this host cannot run one.
