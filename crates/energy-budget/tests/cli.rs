@@ -282,3 +282,25 @@ fn allocate_report_and_status_commands() {
     let out = cmd(&cfg, &["report"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("energy report, period"));
 }
+
+/// The example configuration in docs/energy-budget.md passes `check-config`,
+/// so the documentation cannot drift from what the program accepts.
+#[test]
+fn documented_example_config_passes_check_config() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/energy-budget.md"
+    ))
+    .unwrap();
+    let start = doc.find("```yaml\n").expect("a yaml block in the docs") + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let f = Fixture::new();
+    let p = f.root().join("example.yml");
+    std::fs::write(&p, &doc[start..end]).unwrap();
+    let out = cmd(&p, &["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
