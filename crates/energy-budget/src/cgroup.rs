@@ -217,15 +217,19 @@ pub fn usage_delta(prev: u64, cur: u64) -> u64 {
     if cur >= prev { cur - prev } else { cur }
 }
 
-/// GPU UUIDs in `CUDA_VISIBLE_DEVICES` of a unit, looked up in its unit file
-/// and drop-ins: the instance file first, then the template (`name@.service`).
+/// GPU UUIDs in `CUDA_VISIBLE_DEVICES` of a unit, looked up in its template
+/// (`name@.service`) and the template's drop-ins, then the instance's file and
+/// drop-ins (`name@release.service.d/*.conf`, where deploy writes them).
 pub fn gpus_of_unit(unit_dirs: &[PathBuf], unit: &str) -> Vec<String> {
     let template = unit.split_once('@').map(|(head, tail)| {
         let suffix = tail.rsplit_once('.').map(|(_, s)| s).unwrap_or("service");
         format!("{head}@.{suffix}")
     });
-    let mut names = vec![unit.to_string()];
-    names.extend(template);
+    // Template first, instance second: later files override earlier ones, as
+    // an instance's drop-ins (where deploy writes per-release settings)
+    // override its template.
+    let mut names: Vec<String> = template.into_iter().collect();
+    names.push(unit.to_string());
     let mut found = None;
     for dir in unit_dirs {
         for name in &names {
@@ -349,6 +353,27 @@ mod tests {
     fn restarted_cgroup_counts_its_new_usage() {
         assert_eq!(usage_delta(100, 150), 50);
         assert_eq!(usage_delta(1_000, 30), 30);
+    }
+
+    #[test]
+    fn instance_drop_in_overrides_template() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        std::fs::write(
+            dir.join("dickbox-web@.service"),
+            "[Service]\nEnvironment=CUDA_VISIBLE_DEVICES=GPU-old\n",
+        )
+        .unwrap();
+        let unit = "dickbox-web@3f9c0d1e5a7b2c44.service";
+        assert_eq!(gpus_of_unit(&[dir.to_path_buf()], unit), ["GPU-old"]);
+        std::fs::create_dir(dir.join(format!("{unit}.d"))).unwrap();
+        std::fs::write(
+            dir.join(format!("{unit}.d/release.conf")),
+            "[Service]\nEnvironment=CUDA_VISIBLE_DEVICES=GPU-a,MIG-b\n",
+        )
+        .unwrap();
+        assert_eq!(gpus_of_unit(&[dir.to_path_buf()], unit), ["GPU-a", "MIG-b"]);
+        assert!(gpus_of_unit(&[dir.to_path_buf()], "dickbox-api@1.service").is_empty());
     }
 
     #[test]
