@@ -267,7 +267,26 @@ impl Engine {
         self.unit_gpus.retain(|u, _| live.contains(u.as_str()));
         for u in &s.units {
             if !self.unit_gpus.contains_key(&u.unit) {
-                let g = cgroup::gpus_of_unit(&self.cfg.unit_dirs, &u.unit);
+                let mut g = cgroup::gpus_of_unit(&self.cfg.unit_dirs, &u.unit);
+                for id in &mut g {
+                    if !id.starts_with("MIG-") {
+                        continue;
+                    }
+                    // Energy is counted per physical GPU: a MIG instance's
+                    // service shares its parent's. Without NVML there is no
+                    // parent, and no GPU energy to share either.
+                    if let Some(src) = &mut self.gpu {
+                        match src.parent_gpu(id) {
+                            Ok(parent) => *id = parent,
+                            Err(e) => warn!(
+                                unit = %u.unit, gpu = %id, error = %e,
+                                "MIG instance not mapped to its GPU; its energy stays with the host"
+                            ),
+                        }
+                    }
+                }
+                g.sort();
+                g.dedup();
                 if !g.is_empty() {
                     debug!(unit = %u.unit, gpus = ?g, "unit uses GPUs");
                 }

@@ -10,10 +10,11 @@
 //! read-only commands) and [`daemon`] (the `run` loop).
 //!
 //! Known limits (see docs/energy-budget.md):
-//! - LIMITATION(#7): GPUs named by MIG UUID in `CUDA_VISIBLE_DEVICES` are not
-//!   mapped to their parent GPU, so their energy stays with the host.
-//! - LIMITATION(#7): energy used between the last sync of a boot and its
-//!   shutdown or crash is not counted (counters restart with the boot).
+//! - MIG instances are mapped to their parent GPU through NVML
+//!   (`nvmlDeviceGetDeviceHandleFromMigDeviceHandle`); that call has only run
+//!   against the simulated source here, not against a MIG-enabled GPU.
+//! - Energy since the last sync is lost when the whole host crashes (counters
+//!   restart with the boot); a clean shutdown's final sync counts it.
 
 pub mod budget;
 pub mod cgroup;

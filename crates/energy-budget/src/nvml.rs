@@ -38,6 +38,9 @@ pub trait GpuSource: Send {
     fn sample(&mut self) -> Result<Vec<GpuReading>, GpuError>;
     /// A short name for logs and `status`.
     fn describe(&self) -> String;
+    /// The `GPU-…` UUID of the physical GPU a `MIG-…` instance lives on. NVML's
+    /// energy counter is per physical GPU, so MIG users share their parent's.
+    fn parent_gpu(&mut self, mig_uuid: &str) -> Result<String, GpuError>;
 }
 
 /// The real source: NVML through `libnvidia-ml.so.1`, loaded at run time.
@@ -91,5 +94,12 @@ impl GpuSource for NvmlSource {
 
     fn describe(&self) -> String {
         "nvml".into()
+    }
+
+    fn parent_gpu(&mut self, mig_uuid: &str) -> Result<String, GpuError> {
+        let what = format!("parent GPU of {mig_uuid}");
+        let mig = self.nvml.device_by_uuid(mig_uuid).map_err(query(&what))?;
+        let parent = mig.mig_parent_device().map_err(query(&what))?;
+        parent.uuid().map_err(query(what))
     }
 }

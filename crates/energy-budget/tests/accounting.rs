@@ -516,27 +516,35 @@ fn metrics_textfile_names_services_and_budget() {
     assert!(!f.root().join("state/energy-budget.prom.tmp").exists());
 }
 
-/// LIMITATION(#7): a service whose `CUDA_VISIBLE_DEVICES` names a MIG UUID is
-/// not mapped to its parent GPU, so that GPU's energy is not attributed to it.
+/// Two services on two MIG instances of one GPU share that GPU's energy.
 #[test]
-#[ignore = "#7: MIG UUIDs are not mapped to their parent GPU for attribution"]
-fn mig_instances_get_their_parent_gpus_energy() {
+fn mig_instances_share_their_parent_gpus_energy() {
     let f = Fixture::new();
     let g = SimulatedGpu::default();
     let parent = "GPU-8ca2c6c4-3b2e-0b9a-1a6b-7e2c5d9f0a11";
+    let (mig_a, mig_b) = (
+        "MIG-1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718",
+        "MIG-2f2e3d4c-5b6a-7980-a1b2-c3d4e5f60719",
+    );
+    g.mig_parents.lock().unwrap().extend([
+        (mig_a.to_string(), parent.to_string()),
+        (mig_b.to_string(), parent.to_string()),
+    ]);
     f.unit_file(
         "dickbox-web@.service",
-        "[Service]\nEnvironment=CUDA_VISIBLE_DEVICES=MIG-1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718\n",
+        &format!("[Service]\nEnvironment=CUDA_VISIBLE_DEVICES={mig_a}\n"),
+    );
+    f.unit_file(
+        "dickbox-api@.service",
+        &format!("[Service]\nEnvironment=CUDA_VISIBLE_DEVICES={mig_b}\n"),
     );
     f.set_unit_usec("tori.slice", "dickbox-web@aaaaaaaaaaaaaaaa.service", 0);
+    f.set_unit_usec("tori.slice", "dickbox-api@bbbbbbbbbbbbbbbb.service", 0);
     let mut e = engine(f.config(), Some(&g));
     g.set(vec![gpu(parent, Some(0), None)]);
     sample(&mut e, 0.0);
     g.set(vec![gpu(parent, Some(10_000), None)]);
     sample(&mut e, 1.0);
-    close(
-        e.state().totals.services["web"].gpu_j,
-        10.0,
-        "MIG service gets its GPU's energy",
-    );
+    close(e.state().totals.services["web"].gpu_j, 5.0, "web");
+    close(e.state().totals.services["api"].gpu_j, 5.0, "api");
 }

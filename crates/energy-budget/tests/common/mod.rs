@@ -176,6 +176,8 @@ pub fn write(path: &Path, text: &str) {
 #[derive(Clone, Default)]
 pub struct SimulatedGpu {
     pub readings: Arc<Mutex<Vec<GpuReading>>>,
+    /// MIG UUID → parent GPU UUID.
+    pub mig_parents: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl SimulatedGpu {
@@ -190,6 +192,17 @@ impl GpuSource for SimulatedGpu {
     }
     fn describe(&self) -> String {
         "simulated (tests only)".into()
+    }
+    fn parent_gpu(&mut self, mig_uuid: &str) -> Result<String, GpuError> {
+        self.mig_parents
+            .lock()
+            .unwrap()
+            .get(mig_uuid)
+            .cloned()
+            .ok_or_else(|| GpuError::Query {
+                what: format!("parent GPU of {mig_uuid}"),
+                error: "not found".into(),
+            })
     }
 }
 
