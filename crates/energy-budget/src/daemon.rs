@@ -248,10 +248,34 @@ impl Engine {
                 self.state.sources.cpu = format!("unavailable: {why}");
             }
         }
-        self.state.sources.gpu = match &s.gpus {
-            Ok(g) => format!("nvml: {} GPUs", g.len()),
+        let gpu_source = match &s.gpus {
+            Ok(g) => {
+                let no_counter: Vec<&str> = g
+                    .iter()
+                    .filter(|r| r.total_energy_mj.is_none())
+                    .map(|r| r.uuid.as_str())
+                    .collect();
+                if no_counter.is_empty() {
+                    format!("nvml: {} GPUs", g.len())
+                } else {
+                    format!(
+                        "nvml: {} GPUs; without energy counter, power x time (estimate): {}",
+                        g.len(),
+                        no_counter.join(", ")
+                    )
+                }
+            }
             Err(why) => format!("unavailable: {why}"),
         };
+        // Say it once per change, not every sample.
+        if gpu_source != self.state.sources.gpu {
+            if s.gpus.is_err() && self.gpu.is_some() {
+                warn!(status = %gpu_source, "GPU energy source changed");
+            } else {
+                info!(status = %gpu_source, "GPU energy source changed");
+            }
+            self.state.sources.gpu = gpu_source;
+        }
         self.state.sources.cgroups = format!("{} units", s.units.len());
         self.running = s
             .units

@@ -80,7 +80,13 @@ pub enum NoStep {
 
 /// The baseline a sample leaves behind.
 pub fn baseline_of(s: &Sample, previous: Option<&Baseline>) -> Baseline {
-    let mut gpus = BTreeMap::new();
+    // On a failed GPU query keep the last readings, as for RAPL: NVML's counter
+    // is cumulative, so the next good reading counts the gap (a driver reload
+    // meanwhile shows as a new epoch).
+    let mut gpus = match (&s.gpus, previous) {
+        (Err(_), Some(p)) => p.gpus.clone(),
+        _ => BTreeMap::new(),
+    };
     if let Ok(readings) = &s.gpus {
         for r in readings {
             let old = previous.and_then(|b| b.gpus.get(&r.uuid));

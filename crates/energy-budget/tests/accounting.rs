@@ -6,7 +6,7 @@ use common::{DRAM_MAX, Fixture, PKG_MAX, SimulatedGpu, T0, gpu};
 use energy_budget::budget::J_PER_KWH;
 use energy_budget::config::{Config, PeriodKind};
 use energy_budget::daemon::Engine;
-use energy_budget::nvml::GpuSource;
+use energy_budget::nvml::{GpuError, GpuSource};
 
 fn engine(cfg: Config, g: Option<&SimulatedGpu>) -> Engine {
     let src: Result<Box<dyn GpuSource>, String> = match g {
@@ -146,6 +146,57 @@ fn gpu_without_counter_uses_power_times_real_time() {
         e.state().totals.gpu_estimated_j,
         1450.0,
         "marked as estimate",
+    );
+    let src = &e.state().sources.gpu;
+    assert!(
+        src.contains("power x time") && src.contains(uuid),
+        "says so: {src}"
+    );
+}
+
+#[test]
+fn failed_gpu_query_keeps_the_counter_baseline() {
+    #[derive(Clone)]
+    struct Flaky(SimulatedGpu, std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl GpuSource for Flaky {
+        fn sample(&mut self) -> Result<Vec<energy_budget::nvml::GpuReading>, GpuError> {
+            if self.1.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(GpuError::Query {
+                    what: "device count".into(),
+                    error: "GPU is lost".into(),
+                });
+            }
+            self.0.sample()
+        }
+        fn describe(&self) -> String {
+            "flaky simulated (tests only)".into()
+        }
+        fn parent_gpu(&mut self, m: &str) -> Result<String, GpuError> {
+            self.0.parent_gpu(m)
+        }
+    }
+    let f = Fixture::new();
+    let g = SimulatedGpu::default();
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let src: Box<dyn GpuSource> = Box::new(Flaky(g.clone(), fail.clone()));
+    let mut e = Engine::start(f.config(), Ok(src), T0).unwrap();
+    let uuid = "GPU-8ca2c6c4-3b2e-0b9a-1a6b-7e2c5d9f0a11";
+    g.set(vec![gpu(uuid, Some(1_000), None)]);
+    sample(&mut e, 0.0);
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    sample(&mut e, 1.0);
+    assert!(
+        e.state().sources.gpu.contains("GPU is lost"),
+        "{}",
+        e.state().sources.gpu
+    );
+    fail.store(false, std::sync::atomic::Ordering::Relaxed);
+    g.set(vec![gpu(uuid, Some(9_000), None)]);
+    sample(&mut e, 2.0);
+    close(
+        e.state().totals.gpu_j,
+        8.0,
+        "the gap is counted from the kept reading",
     );
 }
 
