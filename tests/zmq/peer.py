@@ -127,6 +127,7 @@ def cmd_sub(args):
     switches = []
     log = {"handshake_ok": None, "auth_failed": None, "disconnected": None, "last_at": None}
     b = None  # (socket, generation, buffered messages) of the new generation
+    a_down = False  # the old socket lost its connection (bus restarted, key retired)
     deadline = time.time() + args.duration
     ready_file = args.ready
     poller = zmq.Poller()
@@ -149,10 +150,14 @@ def cmd_sub(args):
                 log["auth_failed"] = now
                 if ready_file:
                     open(ready_file, "w").close()
-            elif kind == zmq.EVENT_DISCONNECTED and log["disconnected"] is None and b is None:
-                log["disconnected"] = now
-                if not args.follow:
-                    done = True
+            elif kind == zmq.EVENT_DISCONNECTED:
+                a_down = True
+                if log["disconnected"] is None and b is None:
+                    log["disconnected"] = now
+                    if not args.follow:
+                        done = True
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                a_down = False
         if events and events.sock in ready:
             ev = events.take()
             if ev and ev["identity"] == args.identity and ev["generation"] > gen and b is None:
@@ -178,6 +183,10 @@ def cmd_sub(args):
                 # new socket has it too (otherwise wait, not reading `a`).
                 if last in b[2]:
                     switch_to = b[2].index(last) + 1
+        if switch_to is None and b is not None and b[2] and a_down and not a.poll(0):
+            # The old connection is gone (the bus restarted on the new key):
+            # nothing more can come from it, continue on the new one.
+            switch_to = 0
         if switch_to is None and a in ready and not (
             b is not None and b[2] and received and b[2][0].decode() in received[-100000:]
         ):
@@ -201,8 +210,9 @@ def cmd_sub(args):
             a.close(linger=0)
             mon.close(linger=0)
             a = b[0]
-            mon = a.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            mon = a.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
             poller.register(mon, zmq.POLLIN)
+            a_down = False
             gen = b[1]
             switches.append({"generation": gen, "at": len(received)})
             for m in b[2][switch_to:]:

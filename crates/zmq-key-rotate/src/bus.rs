@@ -21,7 +21,8 @@
 //! The bus watches the store (the `current` link and the index) every
 //! `watch_interval`; after it listens on a new generation it relays the
 //! signed event that `rotate` stored, on the events socket, so a client told
-//! of the rotation can connect at once.
+//! of the rotation can connect at once. It repeats each identity's current
+//! event every `announce_interval` for clients that missed it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -406,8 +407,12 @@ impl Bus {
         }
     }
 
-    /// Relays stored events of rotations not announced yet.
-    fn relay_events(&mut self) {
+    /// Relays stored events of rotations not announced yet; with `again`,
+    /// announces each identity's current event once more. Repeating is what
+    /// lets a client that missed an event (it was down, or the bus restarted
+    /// after a rotation made while it was down, or it joined late) learn the
+    /// key; clients ignore events that are not newer than their key.
+    fn relay_events(&mut self, again: bool) {
         for id in self.config.identities.clone() {
             let Ok(index) = self.store.index(&id) else {
                 continue;
@@ -415,7 +420,8 @@ impl Bus {
             let Ok(Some(current)) = self.store.linked(&id, Link::Current, &index) else {
                 continue;
             };
-            if self.relayed.get(&id) == Some(&current) {
+            let repeat = self.relayed.get(&id) == Some(&current);
+            if repeat && !again {
                 continue;
             }
             let (json, sig) = self.store.event_paths(&id, current);
@@ -423,6 +429,9 @@ impl Bus {
                 (Ok(j), Ok(s)) => {
                     let frames: [&[u8]; 3] = [TOPIC.as_bytes(), &j, &s];
                     match self.events.send_multipart(frames, 0) {
+                        Ok(()) if repeat => {
+                            tracing::debug!(identity = %id, generation = current, "announced current key again")
+                        }
                         Ok(()) => {
                             tracing::info!(identity = %id, generation = current, "relayed rotation event")
                         }
@@ -452,6 +461,9 @@ impl Bus {
         let watch = self.config.watch_interval;
         let mut next_check = Instant::now() + watch;
         let mut next_metrics = Instant::now();
+        // The first repeat comes soon after start, once clients that lost
+        // their connection when the bus went down have reconnected.
+        let mut next_announce = Instant::now() + Duration::from_secs(1);
         while !stop.load(Ordering::Relaxed) {
             let mut timeout = next_check.saturating_duration_since(Instant::now());
             let now = now_secs();
@@ -470,7 +482,11 @@ impl Bus {
                 next_check = Instant::now() + watch;
                 match self.sync() {
                     Ok(()) => {
-                        self.relay_events();
+                        let again = Instant::now() >= next_announce;
+                        if again {
+                            next_announce = Instant::now() + self.config.announce_interval;
+                        }
+                        self.relay_events(again);
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     }
                     // Keep serving the generations already listening; without

@@ -32,6 +32,7 @@ pub const KEYS: &[&str] = &[
     "bus_tcp_address",
     "bus_tcp_ports",
     "watch_interval",
+    "announce_interval",
     "key_group",
 ];
 
@@ -56,6 +57,7 @@ struct Section {
     bus_tcp_address: Option<String>,
     bus_tcp_ports: Option<Vec<u16>>,
     watch_interval: Option<String>,
+    announce_interval: Option<String>,
     key_group: Option<String>,
 }
 
@@ -101,6 +103,8 @@ pub struct Config {
     pub metrics_dir: PathBuf,
     pub bus_tcp: Option<TcpPorts>,
     pub watch_interval: Duration,
+    /// How often the bus repeats the current rotation events.
+    pub announce_interval: Duration,
     pub key_group: Option<String>,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
@@ -213,6 +217,7 @@ fn read_section(path: &Path, text: &str, raw: &mut Raw) -> Result<(), ConfigErro
         }),
     );
     put("watch_interval", s.watch_interval);
+    put("announce_interval", s.announce_interval);
     put("key_group", s.key_group);
     Ok(())
 }
@@ -293,6 +298,15 @@ fn resolve(raw: &Raw) -> Result<Config, ConfigError> {
     if watch_interval < Duration::from_millis(10) || watch_interval > Duration::from_secs(60) {
         return Err(bad("watch_interval", "must be between 10ms and 60s".into()));
     }
+    let announce_interval = duration("announce_interval", "30s")?;
+    if announce_interval < Duration::from_millis(100)
+        || announce_interval > Duration::from_secs(3600)
+    {
+        return Err(bad(
+            "announce_interval",
+            "must be between 100ms and 1h".into(),
+        ));
+    }
     if retention < grace {
         return Err(bad(
             "retention",
@@ -357,6 +371,7 @@ fn resolve(raw: &Raw) -> Result<Config, ConfigError> {
         metrics_dir,
         bus_tcp,
         watch_interval,
+        announce_interval,
         key_group,
         file: None,
         overrides: Vec::new(),
@@ -394,6 +409,7 @@ impl Config {
                 },
             ),
             ("watch_interval".into(), d(self.watch_interval)),
+            ("announce_interval".into(), d(self.announce_interval)),
             (
                 "key_group".into(),
                 self.key_group.clone().unwrap_or_else(|| "(none)".into()),

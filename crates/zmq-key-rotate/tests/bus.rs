@@ -285,3 +285,52 @@ fn tcp_port_pairs_alternate_by_generation_and_old_pair_closes_after_grace() {
         !listening(ports[2]) && !listening(ports[3])
     });
 }
+
+#[test]
+fn client_that_missed_a_rotation_learns_the_key_from_the_repeated_event() {
+    let mut host = Host::new();
+    host.grace = "1s".into();
+    host.rotate();
+    let pub_cert = host.allowed_client("test-only-pub");
+    let sub_cert = host.allowed_client("test-only-sub");
+    let bus = host.start_bus();
+    let out = host.path("sub.json");
+    let ready = host.path("sub.ready");
+    let sub = host.spawn_peer(
+        "sub",
+        &sub_cert,
+        true,
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--duration",
+            "30",
+            "--ready",
+            ready.to_str().unwrap(),
+        ],
+    );
+    common::wait_for(Duration::from_secs(10), || ready.exists());
+
+    // The bus is down while the key rotates, so nobody hears the event then,
+    // and the old key's grace ends before the bus comes back.
+    drop(bus);
+    let event = host.rotate();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _bus = host.start_bus();
+
+    // The bus repeats the current event about a second after it starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let publisher = host.spawn_peer(
+        "pub",
+        &pub_cert,
+        false,
+        &["--rate", "200", "--count", "300"],
+    );
+    let v = finish(sub, &out, Duration::from_secs(30));
+    finish_quietly(publisher);
+    assert_eq!(
+        v["generation"], event["generation"],
+        "subscriber moved to the new key: {v}"
+    );
+    assert_eq!(received(&v), (0..300).collect::<Vec<_>>());
+}
