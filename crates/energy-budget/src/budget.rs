@@ -91,6 +91,7 @@ fn add_totals(t: &mut Totals, s: &Step, f: f64) {
     t.gpu_j += s.gpu_j * f;
     t.gpu_estimated_j += s.gpu_estimated_j * f;
     t.profile_j += s.profile_j * f;
+    t.measured_s += s.elapsed_s * f;
     for (svc, e) in &s.services {
         t.services.entry(svc.clone()).or_default().add(e, f);
     }
@@ -297,15 +298,18 @@ pub struct Warning {
     pub text: String,
 }
 
-/// Projected kWh at the period's end, by the average rate so far. `None` until
-/// a twentieth of the period has passed, to avoid wild early projections.
+/// Projected kWh at the period's end: what was used, plus the average rate
+/// over the time actually measured times the time left. `None` until a
+/// twentieth of the period was measured, to avoid wild early projections.
 pub fn projection_kwh(state: &State, now_unix: f64) -> Option<f64> {
     let len = (state.period.end - state.period.start) as f64;
-    let elapsed = now_unix - state.period.start as f64;
-    if elapsed < len / 20.0 || elapsed <= 0.0 {
+    let measured = state.totals.measured_s;
+    if measured < len / 20.0 || measured <= 0.0 {
         return None;
     }
-    Some(state.totals.used_j() / J_PER_KWH * len / elapsed)
+    let used = state.totals.used_j();
+    let left = (state.period.end as f64 - now_unix).max(0.0);
+    Some((used + used / measured * left) / J_PER_KWH)
 }
 
 /// Warnings now due that have not fired this period; marks them fired.
@@ -465,6 +469,37 @@ mod tests {
         assert_eq!(date_of(st.period.end), "2027-01-04"); // the next Monday
         assert_eq!(st.totals.cpu_j, 5.0);
         assert_eq!(st.past_periods[0].totals.cpu_j, 15.0);
+    }
+
+    #[test]
+    fn projection_uses_measured_time_only() {
+        // A daily period; the daemon started at noon and measured 2 h (over
+        // the 5% needed) at 10 W: 72 kJ used, 10 h left at the same rate.
+        let start = 1_796_342_400;
+        let mut st = State::new(period_at(PeriodKind::Daily, start));
+        let step = Step {
+            cpu_j: Some(72_000.0),
+            elapsed_s: 7200.0,
+            ..Step::default()
+        };
+        let now = (start + 14 * 3600) as f64;
+        record(
+            &mut st,
+            PeriodKind::Daily,
+            &step,
+            now - 7200.0,
+            now,
+            1.0,
+            24,
+        );
+        let p = projection_kwh(&st, now).unwrap();
+        assert!((p * J_PER_KWH - 72_000.0 * 6.0).abs() < 1e-6, "{p}");
+        st.totals.measured_s = 3000.0;
+        assert_eq!(
+            projection_kwh(&st, now),
+            None,
+            "under 5% of the day measured"
+        );
     }
 
     #[test]

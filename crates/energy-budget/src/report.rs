@@ -46,6 +46,16 @@ fn kwh(j: f64) -> f64 {
     j / J_PER_KWH
 }
 
+/// kWh for people: three decimals from 1 kWh up, six below (a small host or a
+/// test budget would otherwise show only zeros).
+fn show(kwh: f64) -> String {
+    if kwh.abs() >= 1.0 {
+        format!("{kwh:.3}")
+    } else {
+        format!("{kwh:.6}")
+    }
+}
+
 fn totals_json(t: &Totals) -> Value {
     json!({
         "cpu_kwh": kwh(t.cpu_j),
@@ -129,29 +139,36 @@ pub fn status_text(cfg: &Config, now_unix: f64) -> Result<String, ReportError> {
         .unwrap_or_default();
     let _ = writeln!(
         o,
-        "used        {:.3} kWh of {:.3} kWh{pct}",
-        v["used_kwh"].as_f64().unwrap_or(0.0),
-        cfg.budget_kwh
+        "used        {} kWh of {} kWh{pct}",
+        show(v["used_kwh"].as_f64().unwrap_or(0.0)),
+        show(cfg.budget_kwh)
     );
     match v["projection_kwh"].as_f64() {
         Some(p) => {
-            let _ = writeln!(o, "projection  {p:.3} kWh at the period's end");
+            let _ = writeln!(o, "projection  {} kWh at the period's end", show(p));
         }
         None => {
-            let _ = writeln!(o, "projection  not yet (less than 5% of the period seen)");
+            let _ = writeln!(
+                o,
+                "projection  not yet (less than 5% of the period measured)"
+            );
         }
     }
     let h = &v["host"];
     let _ = writeln!(
         o,
-        "host        cpu {:.3} kWh, gpu {:.3} kWh (of which estimated {:.3}), profiles {:.3} kWh",
-        h["cpu_kwh"].as_f64().unwrap_or(0.0),
-        h["gpu_kwh"].as_f64().unwrap_or(0.0),
-        h["gpu_estimated_kwh"].as_f64().unwrap_or(0.0),
-        h["profile_kwh"].as_f64().unwrap_or(0.0)
+        "host        cpu {} kWh, gpu {} kWh (of which estimated {}), profiles {} kWh",
+        show(h["cpu_kwh"].as_f64().unwrap_or(0.0)),
+        show(h["gpu_kwh"].as_f64().unwrap_or(0.0)),
+        show(h["gpu_estimated_kwh"].as_f64().unwrap_or(0.0)),
+        show(h["profile_kwh"].as_f64().unwrap_or(0.0))
     );
     for k in ["cpu", "gpu", "cgroups"] {
-        let _ = writeln!(o, "source {k:<5}{}", v["sources"][k].as_str().unwrap_or(""));
+        let _ = writeln!(
+            o,
+            "source {k:<8} {}",
+            v["sources"][k].as_str().unwrap_or("")
+        );
     }
     let fired: Vec<&str> = v["warnings_fired"]
         .as_array()
@@ -175,7 +192,7 @@ pub fn status_text(cfg: &Config, now_unix: f64) -> Result<String, ReportError> {
         for (svc, x) in s {
             let alloc = x["allocation_kwh"]
                 .as_f64()
-                .map(|a| format!("{a:.3}"))
+                .map(show)
                 .unwrap_or_else(|| "-".into());
             let used = x["used_percent"]
                 .as_f64()
@@ -188,8 +205,8 @@ pub fn status_text(cfg: &Config, now_unix: f64) -> Result<String, ReportError> {
             };
             let _ = writeln!(
                 o,
-                "{svc:<32} {:>12.3} {alloc:>12} {used:>8}{mark}",
-                x["total_kwh"].as_f64().unwrap_or(0.0)
+                "{svc:<32} {:>12} {alloc:>12} {used:>8}{mark}",
+                show(x["total_kwh"].as_f64().unwrap_or(0.0))
             );
         }
         let _ = writeln!(o, "* includes an estimate (GPU split or power profile)");
@@ -247,11 +264,11 @@ pub fn report(
     let _ = writeln!(o, "energy report, {span}");
     let _ = writeln!(
         o,
-        "host: {:.3} kWh (cpu {:.3}, gpu {:.3}, profiles {:.3})",
-        kwh(totals.used_j()),
-        kwh(totals.cpu_j),
-        kwh(totals.gpu_j),
-        kwh(totals.profile_j)
+        "host: {} kWh (cpu {}, gpu {}, profiles {})",
+        show(kwh(totals.used_j())),
+        show(kwh(totals.cpu_j)),
+        show(kwh(totals.gpu_j)),
+        show(kwh(totals.profile_j))
     );
     let _ = writeln!(
         o,
@@ -262,11 +279,11 @@ pub fn report(
     for (svc, t) in &services {
         let _ = writeln!(
             o,
-            "{svc:<32} {:>12.4} {:>12.4} {:>12.4} {:>12.4}",
-            kwh(t.cpu_j),
-            kwh(t.gpu_j),
-            kwh(t.profile_j),
-            kwh(t.total_j())
+            "{svc:<32} {:>12} {:>12} {:>12} {:>12}",
+            show(kwh(t.cpu_j)),
+            show(kwh(t.gpu_j)),
+            show(kwh(t.profile_j)),
+            show(kwh(t.total_j()))
         );
         js.insert(
             (*svc).clone(),

@@ -64,6 +64,10 @@ pub struct Totals {
     pub gpu_estimated_j: f64,
     /// Configured power profiles used while CPU energy was unavailable.
     pub profile_j: f64,
+    /// Seconds of this period covered by samples: the base of the projection,
+    /// so a daemon started mid-period does not spread its joules over time it
+    /// did not see.
+    pub measured_s: f64,
     pub services: BTreeMap<String, ServiceTotals>,
 }
 
