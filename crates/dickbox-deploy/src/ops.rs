@@ -642,8 +642,16 @@ pub fn recover(ctx: &Ctx, boot: bool) -> Result<Vec<String>> {
         let Some(m) = rel.manifest.service(svc.as_str()) else {
             continue;
         };
-        if m.listen == Listen::Unix {
-            state::set_front(s, &svc, &cur)?;
+        match m.listen {
+            Listen::Unix => state::set_front(s, &svc, &cur)?,
+            // HAProxy starts from its own config after a reboot, which may
+            // point at the other colour; point it at the current release.
+            // HAProxy may not be up yet at boot: report, do not fail.
+            Listen::Tcp => {
+                if let Err(e) = crate::haproxy::switch(s, &svc, &cur) {
+                    report.push(format!("{svc}: HAProxy not pointed at {cur} yet: {e:#}"));
+                }
+            }
         }
         let unit = units::instance_name(&svc, &cur);
         if !ctx.sd.is_active(&unit) {

@@ -40,8 +40,25 @@ pub fn load_release(settings: &Settings, id: &ReleaseId) -> Result<Release> {
     })
 }
 
-/// Removes leftover staging folders of crashed runs.
+/// Removes leftover staging folders of crashed runs, and download folders of
+/// crashed URL fetches once they are older than any live fetch can be (a
+/// fetch runs before the deploy lock is taken, so a younger one may be in use).
 pub fn clean_staging(settings: &Settings) -> Result<()> {
+    let downloads = settings.raw.state_dir.join("downloads");
+    let max_age = settings.fetch_timeout * 4 + std::time::Duration::from_secs(60);
+    for e in fs::read_dir(&downloads).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if old && e.file_name().to_string_lossy().starts_with("fetch-") {
+            fs::remove_dir_all(e.path())
+                .with_context(|| format!("remove leftover {}", e.path().display()))?;
+            tracing::info!(path = %e.path().display(), "removed a leftover download folder");
+        }
+    }
     let dir = settings.releases_dir();
     let Ok(rd) = fs::read_dir(&dir) else {
         return Ok(());

@@ -308,10 +308,9 @@ fn tcp_service_behind_haproxy_switches_with_zero_failed_requests() {
 }
 
 /// After a reboot HAProxy starts from its config file (blue in rotation), but
-/// the current release may be on green: `recover` restarts the instance, yet
-/// does not point HAProxy at it again.
+/// the current release may be on green: `recover` must point HAProxy at it
+/// again.
 #[test]
-#[ignore = "#3: recover does not re-point HAProxy at the current release after a reboot"]
 fn after_a_reboot_recover_points_haproxy_at_the_current_release() {
     let dir = fixture();
     let bind = format!("{}:/results", dir.path().display());
