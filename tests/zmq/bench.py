@@ -5,7 +5,9 @@ figures and ratios against a baseline measured in the same run.
 1. Throughput: messages per second from one publisher to one subscriber through
    our bus, against a pyzmq CURVE forwarder (zmq.proxy between XSUB and XPUB,
    with pyzmq's ZAP authenticator) on the same key, clients and message size.
-   Rounds alternate between the two; the median of each is compared.
+   Rounds alternate between the two; the median of each is compared. The
+   Python client may be the bottleneck of both, so the forwarders' own CPU time
+   per message is reported too (less sensitive to other load on the host).
 2. Loss across rotations: 50 subscribers and 1 publisher that follow rotations,
    a fixed rate, 10 rotations; counts lost and duplicated messages.
 
@@ -111,20 +113,29 @@ def measure(pub_ep, sub_ep, server_public, root, n, size):
     return n / elapsed
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (and its threads) so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(root):
     run_tool(["rotate"], root)
     for name in ("pub", "sub"):
         subprocess.run([PY, PEER, "gencert", root + "/peers", name], check=True, capture_output=True)
         shutil.copy(root + "/peers/%s.key" % name, root + "/keys/bus/clients/")
     server_public, _ = zmq.auth.load_certificate(root + "/keys/bus/current")
-    ours, theirs = [], []
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for r in range(ARGS.rounds):
         bus = start_tool(["bus"], root)
         gen = os.readlink(root + "/keys/bus/current").split("-")[-1].split(".")[0]
         d = root + "/run/bus/" + gen
         wait_path(d + "/sub.sock")
+        c0 = cpu_seconds(bus.pid)
         ours.append(measure("ipc://" + d + "/pub.sock", "ipc://" + d + "/sub.sock",
                             server_public, root, ARGS.messages, ARGS.size))
+        ours_cpu.append(ARGS.messages / max(cpu_seconds(bus.pid) - c0, 0.01))
         bus.terminate()
         bus.wait()
         ready = root + "/proxy.ready"
@@ -136,15 +147,21 @@ def throughput(root):
                                   "--pub", "ipc://" + root + "/px-pub.sock",
                                   "--sub", "ipc://" + root + "/px-sub.sock", "--ready", ready])
         wait_path(ready)
+        c0 = cpu_seconds(proxy.pid)
         theirs.append(measure("ipc://" + root + "/px-pub.sock", "ipc://" + root + "/px-sub.sock",
                               server_public, root, ARGS.messages, ARGS.size))
+        theirs_cpu.append(ARGS.messages / max(cpu_seconds(proxy.pid) - c0, 0.01))
         proxy.kill()
         proxy.wait()
-        print("round %d: bus %.0f msg/s, pyzmq proxy %.0f msg/s" % (r + 1, ours[-1], theirs[-1]),
+        print("round %d: bus %.0f msg/s (%.0f msg per CPU-s), pyzmq proxy %.0f msg/s "
+              "(%.0f msg per CPU-s)" % (r + 1, ours[-1], ours_cpu[-1], theirs[-1], theirs_cpu[-1]),
               flush=True)
     o, t = statistics.median(ours), statistics.median(theirs)
     print("throughput (%d B messages, median of %d): bus %.0f msg/s, pyzmq proxy %.0f msg/s, "
           "ratio %.2fx" % (ARGS.size, ARGS.rounds, o, t, o / t))
+    oc, tc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
+    print("forwarder efficiency (messages per CPU-second of the forwarder process, median): "
+          "bus %.0f, pyzmq proxy %.0f, ratio %.2fx" % (oc, tc, oc / tc))
     return o, t
 
 
