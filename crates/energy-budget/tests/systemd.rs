@@ -57,11 +57,14 @@ fn unit_runs_with_watchdog_in_real_systemd() {
         return;
     }
     let bin = Path::new(env!("CARGO_BIN_EXE_energy-budget"));
-    let results = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("energy-results-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&results);
-    std::fs::create_dir_all(&results).unwrap();
-    write_zone(&results, 1_000_000);
+    // Removed on drop, also when an assert fails; declared before the sandbox
+    // so the sandbox is torn down first.
+    let results_dir = tempfile::Builder::new()
+        .prefix("energy-results-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let results = results_dir.path();
+    write_zone(results, 1_000_000);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::copy(
         repo.join("systemd/energy-budget.service"),
@@ -122,7 +125,7 @@ fn unit_runs_with_watchdog_in_real_systemd() {
     // 40 J of package energy in 1 J steps over about 4 s: longer than
     // WatchdogSec, so only pings keep the unit alive.
     for i in 1..=40u64 {
-        write_zone(&results, 1_000_000 + i * 1_000_000);
+        write_zone(results, 1_000_000 + i * 1_000_000);
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(600));
@@ -205,7 +208,7 @@ fn unit_runs_with_watchdog_in_real_systemd() {
     let mut uj = 41_000_000;
     wait_until("CPUQuota lowered", Duration::from_secs(20), || {
         uj += 1_000_000;
-        write_zone(&results, uj);
+        write_zone(results, uj);
         let o = sb.exec(&["systemctl", "show", "-p", "CPUQuotaPerSecUSec", WORKLOAD]);
         String::from_utf8_lossy(&o.stdout).contains("CPUQuotaPerSecUSec=500ms")
     });
@@ -229,5 +232,4 @@ fn unit_runs_with_watchdog_in_real_systemd() {
     assert_eq!(show.trim(), "active");
     ok(&sb, &["systemctl", "stop", UNIT]);
     drop(sb);
-    let _ = std::fs::remove_dir_all(&results);
 }
