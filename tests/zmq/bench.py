@@ -12,6 +12,7 @@ figures and ratios against a baseline measured in the same run.
    a fixed rate, 10 rotations; counts lost and duplicated messages.
 
 Usage: bench.py [--bin target/release/zmq-key-rotate] [--rounds 3] [--messages 100000]
+                [--client python | target/release/examples/bench_client]
 """
 
 import argparse
@@ -73,6 +74,15 @@ def client(ctx, kind, cert, server_public):
 
 
 def measure(pub_ep, sub_ep, server_public, root, n, size):
+    if ARGS.client != "python":
+        out = subprocess.run([ARGS.client, pub_ep, sub_ep, root + "/keys/bus/bus-1.key",
+                              root + "/peers/pub.key_secret", root + "/peers/sub.key_secret",
+                              str(n), str(size)], check=True, capture_output=True, text=True)
+        return float(out.stdout)
+    return measure_python(pub_ep, sub_ep, server_public, root, n, size)
+
+
+def measure_python(pub_ep, sub_ep, server_public, root, n, size):
     """One publisher and one subscriber in this process's two sockets; the
     publisher paces itself by the subscriber's progress so no high-water mark
     drops anything; returns messages per second."""
@@ -157,8 +167,9 @@ def throughput(root):
               "(%.0f msg per CPU-s)" % (r + 1, ours[-1], ours_cpu[-1], theirs[-1], theirs_cpu[-1]),
               flush=True)
     o, t = statistics.median(ours), statistics.median(theirs)
-    print("throughput (%d B messages, median of %d): bus %.0f msg/s, pyzmq proxy %.0f msg/s, "
-          "ratio %.2fx" % (ARGS.size, ARGS.rounds, o, t, o / t))
+    print("throughput (%d B messages, %s client, median of %d): bus %.0f msg/s, "
+          "pyzmq proxy %.0f msg/s, ratio %.2fx"
+          % (ARGS.size, "python" if ARGS.client == "python" else "rust", ARGS.rounds, o, t, o / t))
     oc, tc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
     print("forwarder efficiency (messages per CPU-second of the forwarder process, median): "
           "bus %.0f, pyzmq proxy %.0f, ratio %.2fx" % (oc, tc, oc / tc))
@@ -221,8 +232,13 @@ def main():
     p.add_argument("--interval", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=200)
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--client", default="python",
+                   help="python, or the path of the Rust bench client "
+                        "(target/release/examples/bench_client) to take the client out of the way")
     ARGS = p.parse_args()
     ARGS.bin = os.path.abspath(ARGS.bin)
+    if ARGS.client != "python":
+        ARGS.client = os.path.abspath(ARGS.client)
     if not ARGS.skip_throughput:
         with tempfile.TemporaryDirectory(prefix="zkrb", dir="/tmp") as root:
             for d in ("keys", "run", "metrics", "peers"):
