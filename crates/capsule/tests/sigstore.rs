@@ -234,3 +234,31 @@ fn public_key_bundles_need_trusted_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn trust_roots_that_do_not_parse_or_link_up_are_refused() {
+    let text = std::fs::read(corpus().join("trusted_root.prod.json")).unwrap();
+    let good: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let mut swapped = good.clone();
+    let chain = swapped["certificateAuthorities"][1]["certChain"]["certificates"]
+        .as_array_mut()
+        .unwrap();
+    chain.reverse();
+    let mut media = good.clone();
+    media["mediaType"] = "application/json".into();
+    let mut time = good.clone();
+    time["tlogs"][0]["publicKey"]["validFor"]["start"] = "yesterday".into();
+    for (name, v, want) in [
+        ("swapped chain", swapped, "does not link up"),
+        ("media type", media, "unknown media type"),
+        ("bad time", time, "bad start time"),
+    ] {
+        let err = TrustedRoot::parse(&serde_json::to_vec(&v).unwrap(), "root.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(want) && err.contains("root.json"),
+            "{name}: {err}"
+        );
+    }
+}
