@@ -29,7 +29,8 @@ pub struct VerifiedBy {
 /// The P-256 public keys a host trusts for cosign signatures.
 #[derive(Debug, Default, Clone)]
 pub struct CosignKeys {
-    pub(crate) keys: Vec<(PathBuf, String, PubKey)>,
+    /// (file, fingerprint, key, DER SubjectPublicKeyInfo)
+    pub(crate) keys: Vec<(PathBuf, String, PubKey, Vec<u8>)>,
     pub(crate) dir: String,
 }
 
@@ -100,8 +101,13 @@ impl CosignKeys {
                 ),
             });
         }
-        let der = super::keys::pem_block(text, "PUBLIC KEY").unwrap_or_default();
-        self.keys.push((path, super::digest_hex(&der), key));
+        let der =
+            super::keys::pem_block(text, "PUBLIC KEY").map_err(|problem| SigstoreError::Key {
+                origin: path.display().to_string(),
+                problem,
+            })?;
+        let fingerprint = super::digest_hex(&der);
+        self.keys.push((path, fingerprint, key, der));
         if self.dir.is_empty() {
             self.dir = "(keys given one by one)".into();
         }
@@ -116,9 +122,17 @@ impl CosignKeys {
         self.keys.len()
     }
 
+    /// The DER of the key loaded from `path`.
+    pub(crate) fn der_of(&self, path: &Path) -> Option<&[u8]> {
+        self.keys
+            .iter()
+            .find(|(p, ..)| p == path)
+            .map(|(.., der)| der.as_slice())
+    }
+
     /// The first key that verifies `sig_der` over `prehash`.
     pub(crate) fn find(&self, prehash: &[u8], sig_der: &[u8]) -> Option<VerifiedBy> {
-        self.keys.iter().find_map(|(path, fp, k)| {
+        self.keys.iter().find_map(|(path, fp, k, _)| {
             k.verify_prehash(prehash, sig_der)
                 .ok()
                 .map(|()| VerifiedBy {

@@ -86,6 +86,12 @@ pub(crate) fn verify_timestamp(
     // sigstore-python and others wrap the token in a TimeStampResp
     // (status, token); accept both forms.
     let ci = if at(&ci, 0, "token")?.tag == 0x30 {
+        // PKIStatusInfo: granted (0) or grantedWithMods (1) only.
+        let status = seq(at(&ci, 0, "TimeStampResp")?, "PKIStatusInfo")?;
+        let code = at(&status, 0, "PKIStatusInfo")?;
+        if code.tag != 0x02 || !(code.body == [0] || code.body == [1]) {
+            return Err("timestamp response status is not granted".into());
+        }
         seq(at(&ci, 1, "TimeStampResp")?, "timeStampToken")?
     } else {
         ci

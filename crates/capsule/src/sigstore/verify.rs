@@ -415,13 +415,8 @@ pub fn verify_bundle(
                     ),
                 )
             })?;
-            let der = keys
-                .keys
-                .iter()
-                .find(|(p, _, _)| *p == by.path)
-                .and_then(|(p, _, _)| std::fs::read_to_string(p).ok())
-                .and_then(|t| pem_block(&t, "PUBLIC KEY").ok())
-                .unwrap_or_default();
+            // The key as loaded, never re-read from disk.
+            let der = keys.der_of(&by.path).unwrap_or_default().to_vec();
             (Signer::Key(by), der)
         }
         _ => {
