@@ -39,6 +39,16 @@ const KNOWN_DISAGREEMENTS: &[(&str, &str)] = &[
         "as for the flipped timestamp signature",
     ),
     (
+        "rfc8785-v0.2 / media type v0.1",
+        "Python verifies a v0.1 bundle when it happens to carry an inclusion proof and \
+         checkpoint; we refuse v0.1 by media type, so that acceptance never rests on \
+         fields that version makes optional",
+    ),
+    (
+        "rfc8785-v0.2 / CA window ended",
+        "as for new_bundle / CA window ended",
+    ),
+    (
         "new_bundle / CA window ended",
         "Python accepts Fulcio CAs outside their trust-root validity window when \
          verifying (it allows expired CA windows); we count the window, end \

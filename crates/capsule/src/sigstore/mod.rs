@@ -6,7 +6,7 @@
 //!   ECDSA P-256 signature over the archive's SHA-256. [`verify_cosign`]
 //!   checks it against the host's trusted PEM keys ([`CosignKeys`], the
 //!   `*.pem` files of one folder, tried in name order).
-//! - `….sigstore.json`: a Sigstore bundle (media type v0.3). [`verify_bundle`]
+//! - `….sigstore.json`: a Sigstore bundle (media type v0.3 or v0.2). [`verify_bundle`]
 //!   checks it against a pinned [`TrustedRoot`] and an [`IdentityPolicy`].
 //!
 //! The API deploy calls, with the digest computed from the same open file
@@ -22,8 +22,8 @@
 //! ```
 //!
 //! What a bundle must pass, each failure a [`SigstoreError`] naming the rule:
-//! media type v0.3 (v0.1 and v0.2 are refused by name: they may lack the
-//! inclusion proof, so they cannot be verified as fully); a leaf certificate
+//! media type v0.3 or v0.2 (v0.1 is refused by name: its inclusion proof is
+//! optional, so it cannot be verified as fully); a leaf certificate
 //! that chains to a pinned Fulcio CA and is valid (end inclusive) at the
 //! verified time; an embedded SCT signed by a pinned CT log; an identity (SAN
 //! and OIDC issuer extension) matching the policy; the message signature over

@@ -13,6 +13,7 @@ use super::{Rule, SigstoreError, tsa};
 
 const MEDIA_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const MEDIA_V03_ALT: &str = "application/vnd.dev.sigstore.bundle+json;version=0.3";
+const MEDIA_V02: &str = "application/vnd.dev.sigstore.bundle+json;version=0.2";
 const INTOTO: &str = "application/vnd.in-toto+json";
 
 /// The certificate identity a policy accepts.
@@ -96,7 +97,7 @@ struct RawBundle {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawMaterial {
     certificate: Option<RawBytes>,
-    x509_certificate_chain: Option<serde_json::Value>,
+    x509_certificate_chain: Option<RawChain>,
     public_key: Option<serde_json::Value>,
     #[serde(default)]
     tlog_entries: Vec<RawEntry>,
@@ -107,6 +108,12 @@ struct RawMaterial {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawBytes {
     raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    certificates: Vec<RawBytes>,
 }
 
 #[derive(Deserialize)]
@@ -220,14 +227,14 @@ pub fn verify_bundle(
         .ok_or_else(|| bad("no mediaType".into()))?
         .to_owned();
     match media.as_str() {
-        MEDIA_V03 | MEDIA_V03_ALT => {}
+        MEDIA_V03 | MEDIA_V03_ALT | MEDIA_V02 => {}
         m if m.starts_with("application/vnd.dev.sigstore.bundle") => {
             return Err(SigstoreError::MediaType {
                 origin: origin.to_owned(),
                 media_type: media,
-                why: "only v0.3 bundles are verified (v0.1/v0.2 may lack an inclusion \
-                      proof or carry a certificate chain from the bundle itself): re-sign \
-                      with a current Sigstore client",
+                why: "only v0.3 and v0.2 bundles are verified (v0.1 may lack the inclusion \
+                      proof and checkpoint, so it cannot be verified fully): re-sign with a \
+                      current Sigstore client",
             });
         }
         _ => {
@@ -239,14 +246,29 @@ pub fn verify_bundle(
         }
     }
     let b: RawBundle =
-        serde_json::from_value(head).map_err(|e| bad(format!("bad v0.3 bundle: {e}")))?;
+        serde_json::from_value(head).map_err(|e| bad(format!("bad {media} bundle: {e}")))?;
     debug_assert_eq!(b.media_type, media);
     let vm = &b.verification_material;
-    if vm.x509_certificate_chain.is_some() {
-        return Err(bad(
-            "v0.3 bundles carry one certificate, not x509CertificateChain".into(),
-        ));
-    }
+    // v0.3 carries the leaf as `certificate`; v0.2 as the first entry of
+    // `x509CertificateChain`. Any further certificates in a v0.2 chain are
+    // the signer's claim and are ignored: the chain is taken from the
+    // pinned trust root only.
+    let leaf_b64 = match (&vm.certificate, &vm.x509_certificate_chain, media.as_str()) {
+        (Some(c), None, MEDIA_V03 | MEDIA_V03_ALT) => Some(&c.raw_bytes),
+        (None, Some(chain), MEDIA_V02) => Some(
+            &chain
+                .certificates
+                .first()
+                .ok_or_else(|| bad("x509CertificateChain is empty".into()))?
+                .raw_bytes,
+        ),
+        (None, None, _) => None,
+        _ => {
+            return Err(bad(
+                "v0.3 bundles carry `certificate`, v0.2 bundles `x509CertificateChain`".into(),
+            ));
+        }
+    };
 
     // The signed content.
     let content = match (&b.message_signature, &b.dsse_envelope) {
@@ -345,10 +367,10 @@ pub fn verify_bundle(
     }
 
     // Who signed, and the signature itself.
-    let (signer, key_der_for_body) = match (&vm.certificate, &vm.public_key) {
+    let (signer, key_der_for_body) = match (leaf_b64, &vm.public_key) {
         (Some(c), None) => {
             let der = B64
-                .decode(&c.raw_bytes)
+                .decode(c)
                 .map_err(|_| bad("certificate is not base64".into()))?;
             let leaf = Cert::parse(&der).map_err(|e| refuse(Rule::CertificateChain, e))?;
             let (_, issuer) =

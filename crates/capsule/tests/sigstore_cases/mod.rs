@@ -96,6 +96,14 @@ pub fn cases() -> Vec<Case> {
             identity: "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0",
         },
         Base {
+            name: "rfc8785-v0.2",
+            file: "rfc8785-github.v02.sigstore.json",
+            // rfc8785-0.1.2-py3-none-any.whl, as the bundle's message digest says.
+            digest: hexd("c4e92e9ecc828bef2aa7dba1de8ac983511f7532a0df11c770d39099a25cf201"),
+            issuer: "https://token.actions.githubusercontent.com",
+            identity: "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2",
+        },
+        Base {
             name: "npm-slsa-dsse",
             file: "npm-slsa.dsse.sigstore.json",
             // The statement names its subject by SHA-512 only: no SHA-256
@@ -117,6 +125,14 @@ pub fn cases() -> Vec<Case> {
         let has_ts = original
             .pointer("/verificationMaterial/timestampVerificationData/rfc3161Timestamps/0")
             .is_some();
+        let cert_ptr = if original
+            .pointer("/verificationMaterial/certificate")
+            .is_some()
+        {
+            "/verificationMaterial/certificate/rawBytes"
+        } else {
+            "/verificationMaterial/x509CertificateChain/certificates/0/rawBytes"
+        };
         let sig_ptr = if is_dsse {
             "/dsseEnvelope/signatures/0/sig"
         } else {
@@ -208,15 +224,13 @@ pub fn cases() -> Vec<Case> {
                     Box::new(move |v| flip_b64(v, sig_ptr, -3)),
                     if has_ts {
                         Expect::Refused(Rule::Timestamp)
-                    } else if is_dsse {
-                        Expect::Refused(Rule::Signature)
                     } else {
-                        Expect::Refused(Rule::TlogBody)
+                        Expect::Refused(Rule::Signature)
                     },
                 ),
                 (
                     "certificate flipped",
-                    Box::new(|v| flip_b64(v, "/verificationMaterial/certificate/rawBytes", -20)),
+                    Box::new(move |v| flip_b64(v, cert_ptr, -20)),
                     Expect::Refused(Rule::CertificateChain),
                 ),
                 (
@@ -227,12 +241,24 @@ pub fn cases() -> Vec<Case> {
                     Expect::Refused(Rule::TlogEntry),
                 ),
                 (
-                    "media type v0.2",
+                    "media type v0.1",
                     Box::new(|v| {
                         v["mediaType"] =
-                            "application/vnd.dev.sigstore.bundle+json;version=0.2".into();
+                            "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
                     }),
                     Expect::MediaType,
+                ),
+                (
+                    "media type of the other version",
+                    Box::new(|v| {
+                        let m = if v["mediaType"].as_str().unwrap().ends_with("0.2") {
+                            "application/vnd.dev.sigstore.bundle.v0.3+json"
+                        } else {
+                            "application/vnd.dev.sigstore.bundle+json;version=0.2"
+                        };
+                        v["mediaType"] = m.into();
+                    }),
+                    Expect::Malformed,
                 ),
                 (
                     "unknown field",
@@ -348,7 +374,7 @@ pub fn cases() -> Vec<Case> {
             // A trust root whose Fulcio CAs all ended before the signing.
             let mut old = prod_json.clone();
             for ca in old["certificateAuthorities"].as_array_mut().unwrap() {
-                ca["validFor"]["end"] = "2025-01-01T00:00:00Z".into();
+                ca["validFor"]["end"] = "2023-01-01T00:00:00Z".into();
             }
             out.push(case_from(
                 base,
