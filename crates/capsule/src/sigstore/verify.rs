@@ -384,6 +384,12 @@ pub fn verify_bundle(
                         d,
                     )
                 })?;
+            if leaf.is_ca() {
+                return Err(refuse(
+                    Rule::CertificateChain,
+                    "the signing certificate is a CA certificate".into(),
+                ));
+            }
             if !leaf.is_code_signing() {
                 return Err(refuse(
                     Rule::CertificateChain,

@@ -91,7 +91,7 @@ impl Cert {
             .map(|e| e.extn_value.as_bytes())
     }
 
-    fn is_ca(&self) -> bool {
+    pub(crate) fn is_ca(&self) -> bool {
         self.extension(OID_BASIC_CONSTRAINTS)
             .and_then(|v| BasicConstraints::from_der(v).ok())
             .is_some_and(|bc| bc.ca)

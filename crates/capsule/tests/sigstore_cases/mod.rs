@@ -371,6 +371,17 @@ pub fn cases() -> Vec<Case> {
                 Expect::Refused(Rule::Identity),
                 "someone@example.com",
             ));
+            let mut other_issuer = case_from(
+                base,
+                "other issuer",
+                &original,
+                base.digest,
+                &prod_json,
+                Expect::Refused(Rule::Identity),
+                base.identity,
+            );
+            other_issuer.issuer = "https://accounts.google.com".into();
+            out.push(other_issuer);
             // A trust root whose Fulcio CAs all ended before the signing.
             let mut old = prod_json.clone();
             for ca in old["certificateAuthorities"].as_array_mut().unwrap() {
