@@ -75,6 +75,75 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// Most tar metadata (headers, padding, long names, PAX records) allowed
+/// besides 1 KiB per member: the tar reader buffers long names and PAX
+/// records whole, so this also caps the memory a hostile header can take.
+const META_BASE: u64 = 16 << 20;
+
+/// Decompressed bytes after which the compression ratio is judged; small
+/// archives compress well for innocent reasons.
+const RATIO_AFTER: u64 = 64 << 20;
+
+/// What the walker and the guard reader share.
+#[derive(Debug, Default)]
+struct Budget {
+    /// Decompressed bytes handed to the tar reader so far.
+    decompressed: AtomicU64,
+    /// Of those, bytes of regular-file content the walker consumed.
+    content: AtomicU64,
+    members: AtomicU64,
+    /// Why the guard stopped the stream, if it did.
+    tripped: std::sync::Mutex<Option<String>>,
+}
+
+/// Sits between the decoder and the tar reader and counts every
+/// decompressed byte, whatever the tar headers claim: content beyond the
+/// limit, metadata beyond its allowance (a huge long name or PAX record, data
+/// hidden in a directory member) and a compression ratio above the limit all
+/// stop the stream with an error before the bytes are used.
+struct GuardReader<R> {
+    inner: R,
+    compressed: Arc<AtomicU64>,
+    budget: Arc<Budget>,
+    limits: Limits,
+}
+
+impl<R: Read> Read for GuardReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let b = &self.budget;
+        let pos = b.decompressed.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        let content = b.content.load(Ordering::Relaxed);
+        let meta = pos.saturating_sub(content);
+        let meta_cap = META_BASE + 1024 * b.members.load(Ordering::Relaxed);
+        let compressed = self.compressed.load(Ordering::Relaxed).max(1);
+        let why = if meta > meta_cap + (1 << 20) {
+            Some(format!(
+                "{meta} bytes of tar metadata or data outside regular files (allowed {meta_cap})"
+            ))
+        } else if content > self.limits.max_total_bytes {
+            Some(format!(
+                "content exceeds {} bytes",
+                self.limits.max_total_bytes
+            ))
+        } else if pos > RATIO_AFTER && pos / compressed > self.limits.max_ratio {
+            Some(format!(
+                "{pos} bytes unpacked from {compressed} compressed (ratio above {})",
+                self.limits.max_ratio
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if let Ok(mut t) = b.tripped.lock() {
+                t.get_or_insert(why);
+            }
+            return Err(io::Error::other("decompression limit reached"));
+        }
+        Ok(n)
+    }
+}
+
 /// Wraps a compressed stream in the right decoder, telling zstd from gzip by
 /// their magic bytes. Returns the decoder and a counter of compressed bytes.
 pub fn decoder<'a, R: Read + 'a>(
@@ -156,7 +225,20 @@ fn member_err(member: &str, problem: impl Into<String>) -> UnpackError {
 
 fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventory, UnpackError> {
     let (dec, compressed) = decoder(r)?;
-    let mut ar = tar::Archive::new(dec);
+    let budget = Arc::new(Budget::default());
+    let guard = GuardReader {
+        inner: dec,
+        compressed: compressed.clone(),
+        budget: budget.clone(),
+        limits,
+    };
+    let mut ar = tar::Archive::new(guard);
+    let bomb = |b: &Budget, other: UnpackError| -> UnpackError {
+        match b.tripped.lock().ok().and_then(|t| t.clone()) {
+            Some(why) => UnpackError::Bomb(why),
+            None => other,
+        }
+    };
     let entries = ar.entries().map_err(UnpackError::Read)?;
 
     let mut files = Vec::new();
@@ -171,9 +253,14 @@ fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventor
     let mut buf = vec![0u8; 256 * 1024];
 
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| UnpackError::Archive(format!("damaged tar stream: {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            bomb(
+                &budget,
+                UnpackError::Archive(format!("damaged tar stream: {e}")),
+            )
+        })?;
         members += 1;
+        budget.members.store(members, Ordering::Relaxed);
         if members > limits.max_members {
             return Err(UnpackError::Bomb(format!(
                 "more than {} members",
@@ -189,9 +276,9 @@ fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventor
         let mode = header
             .mode()
             .map_err(|e| member_err(&path_str, format!("bad mode: {e}")))?;
-        let size = header
-            .size()
-            .map_err(|e| member_err(&path_str, format!("bad size: {e}")))?;
+        // The size the reader will really yield (a PAX record may override
+        // the header's), so every limit sees the true figure.
+        let size = entry.size();
 
         // Normalise: a trailing slash marks directories; nothing else is
         // rewritten, so `a/./b` or `a//b` are refused rather than guessed at.
@@ -319,12 +406,16 @@ fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventor
                 let mut got = 0u64;
                 loop {
                     let n = entry.read(&mut buf).map_err(|e| {
-                        UnpackError::Archive(format!("read member {path_str:?}: {e}"))
+                        bomb(
+                            &budget,
+                            UnpackError::Archive(format!("read member {path_str:?}: {e}")),
+                        )
                     })?;
                     if n == 0 {
                         break;
                     }
                     got += n as u64;
+                    budget.content.fetch_add(n as u64, Ordering::Relaxed);
                     hasher.update(&buf[..n]);
                     if manifest.is_none() {
                         keep.extend_from_slice(&buf[..n]);
@@ -336,7 +427,6 @@ fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventor
                                 source,
                             })?;
                     }
-                    check_ratio(total, compressed.load(Ordering::Relaxed), limits)?;
                 }
                 if got != size {
                     return Err(member_err(&path_str, "member is truncated"));
@@ -380,6 +470,29 @@ fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventor
             "archive is empty: no capsule.yml".into(),
         ));
     };
+    // Nothing may follow the end of the tar archive but its zero padding:
+    // members after the end marker, a second compressed frame or trailing
+    // garbage would be data that was signed but never checked here, and that
+    // another tool (`tar -i`) might still extract.
+    let mut rest = ar.into_inner();
+    let mut padding = 0u64;
+    loop {
+        let n = rest.read(&mut buf).map_err(|e| {
+            bomb(
+                &budget,
+                UnpackError::Archive(format!("data after the end of the tar archive: {e}")),
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        padding += n as u64;
+        if buf[..n].iter().any(|&b| b != 0) || padding > (1 << 20) {
+            return Err(UnpackError::Archive(
+                "data after the end of the tar archive (a second archive, frame or garbage)".into(),
+            ));
+        }
+    }
     if let Sink::Extract { root, fsync: true } = sink {
         for d in &dirs_made {
             let p = root.join(d);
@@ -394,16 +507,4 @@ fn walk_archive(r: impl Read, limits: Limits, sink: Sink<'_>) -> Result<Inventor
         files,
         total_bytes: total,
     })
-}
-
-fn check_ratio(total: u64, compressed: u64, limits: Limits) -> Result<(), UnpackError> {
-    // Small archives compress well for innocent reasons; only judge the ratio
-    // once a few MiB of content have come out.
-    if total > (8 << 20) && total / compressed.max(1) > limits.max_ratio {
-        return Err(UnpackError::Bomb(format!(
-            "{total} bytes unpacked from {compressed} compressed (ratio above {})",
-            limits.max_ratio
-        )));
-    }
-    Ok(())
 }

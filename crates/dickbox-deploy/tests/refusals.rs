@@ -673,3 +673,217 @@ fn signature_policy_matrix() {
         stderr(&o)
     );
 }
+
+/// Raw tar bytes: the standard members, then whatever `extra` appends.
+fn raw_tar(extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(MANIFEST.len() as u64);
+    h.set_cksum();
+    b.append_data(&mut h, "capsule.yml", MANIFEST).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "bin/", &[][..]).unwrap();
+    let script = b"#!/bin/sh\nexec sleep 100\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(script.len() as u64);
+    b.append_data(&mut h, "bin/start.sh", &script[..]).unwrap();
+    extra(&mut b);
+    b.into_inner().unwrap()
+}
+
+fn zstd_file(path: &Path, frames: &[&[u8]]) {
+    let mut out = Vec::new();
+    for f in frames {
+        out.extend(zstd::encode_all(*f, 3).unwrap());
+    }
+    fs::write(path, out).unwrap();
+}
+
+/// A member header written by hand, with `data` after it (padded), so the
+/// header can lie about the data.
+fn raw_member(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    header_size: u64,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(header_size);
+    set_path(&mut h, name);
+    h.set_cksum();
+    let w = b.get_mut();
+    w.extend_from_slice(h.as_bytes());
+    w.extend_from_slice(data);
+    let pad = (512 - data.len() % 512) % 512;
+    w.extend(std::iter::repeat_n(0u8, pad));
+}
+
+/// Cheap deterministic incompressible bytes.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Decompression bombs and smuggled data that hide from declared sizes
+/// (reported by a break-it session: PAX size overrides, huge GNU long names,
+/// data inside directory members, data after the end of the archive). Each
+/// row: the raw tar (one zstd frame unless noted), extra env, and the error.
+#[test]
+fn bombs_hidden_from_declared_sizes_are_refused() {
+    let big_zeros = vec![0u8; 48 << 20];
+    type Case = (
+        &'static str,
+        Vec<Vec<u8>>,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "PAX size overrides a zero header size",
+            vec![raw_tar(|b| {
+                b.append_pax_extensions([("size", format!("{}", 48 << 20).as_bytes())])
+                    .unwrap();
+                raw_member(b, "bin/big", tar::EntryType::Regular, 0, &big_zeros);
+            })],
+            vec![("DICKBOX_DEPLOY_MAX_UNPACKED", "1M")],
+            "content exceeds",
+        ),
+        (
+            "PAX size override, default limits: the ratio",
+            vec![raw_tar(|b| {
+                b.append_pax_extensions([("size", format!("{}", 48 << 20).as_bytes())])
+                    .unwrap();
+                raw_member(b, "bin/big", tar::EntryType::Regular, 0, &big_zeros);
+                raw_member(b, "bin/more", tar::EntryType::Regular, 48 << 20, &big_zeros);
+            })],
+            vec![],
+            "ratio above",
+        ),
+        (
+            "a 40 MiB GNU long name",
+            vec![raw_tar(|b| {
+                raw_member(
+                    b,
+                    "././@LongLink",
+                    tar::EntryType::GNULongName,
+                    40 << 20,
+                    &vec![b'a'; 40 << 20],
+                );
+                raw_member(b, "x", tar::EntryType::Regular, 0, &[]);
+            })],
+            vec![],
+            "tar metadata",
+        ),
+        (
+            "data hidden in a directory member",
+            vec![raw_tar(|b| {
+                raw_member(
+                    b,
+                    "d/",
+                    tar::EntryType::Directory,
+                    40 << 20,
+                    &vec![0u8; 40 << 20],
+                );
+            })],
+            vec![],
+            "tar metadata",
+        ),
+        (
+            "a member after the end-of-archive marker",
+            vec![{
+                let mut t = raw_tar(|_| {});
+                t.extend(vec![0u8; 1024]);
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(4);
+                set_path(&mut h, "hidden");
+                h.set_cksum();
+                t.extend_from_slice(h.as_bytes());
+                t.extend_from_slice(b"evil");
+                t.extend(vec![0u8; 508 + 1024]);
+                t
+            }],
+            vec![],
+            "data after the end of the tar archive",
+        ),
+        (
+            "a second zstd frame",
+            vec![raw_tar(|_| {}), raw_tar(|_| {})],
+            vec![],
+            "data after the end of the tar archive",
+        ),
+    ];
+    for (what, frames, env, want) in cases {
+        let h = Host::new();
+        let a = h.path("demo-1.0.0.capsule.tar.zst");
+        let frames: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        zstd_file(&a, &frames);
+        h.sign(&a, "demo", "1.0.0");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["verify", a.to_str().unwrap()])
+            .env("DICKBOX_CONFIG", "/dev/null")
+            .env("DICKBOX_DEPLOY_STATE_DIR", h.path("state"))
+            .env("DICKBOX_DEPLOY_TRUST_DIR", h.path("trust"))
+            .env("DICKBOX_DEPLOY_LOCK_PATH", h.path("lock"))
+            .env("DICKBOX_DEPLOY_SYSTEMCTL", "/bin/false");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{what}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(want),
+            "{what}: want {want:?} in {}",
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).len() < 4096,
+            "{what}: error output is {} bytes",
+            stderr(&o).len()
+        );
+        assert!(
+            h.releases_left().is_empty(),
+            "{what}: left {:?}",
+            h.releases_left()
+        );
+    }
+}
+
+/// A large incompressible file is an ordinary capsule, not a bomb (a single
+/// 80 MiB file of model weights was refused by the ratio check once, because
+/// the declared size was counted before its bytes were read).
+#[test]
+fn a_large_incompressible_file_is_not_a_bomb() {
+    let h = Host::new();
+    let a = h.path("demo-1.0.0.capsule.tar.zst");
+    let weights = noise(80 << 20);
+    let t = raw_tar(|b| {
+        let mut hd = tar::Header::new_gnu();
+        hd.set_entry_type(tar::EntryType::Regular);
+        hd.set_mode(0o644);
+        hd.set_size(weights.len() as u64);
+        b.append_data(&mut hd, "weights.bin", &weights[..]).unwrap();
+    });
+    zstd_file(&a, &[&t]);
+    h.sign(&a, "demo", "1.0.0");
+    let o = h.deploy(&["verify", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
