@@ -329,6 +329,22 @@ fn validate(raw: RawManifest, cx: &Ctx<'_>) -> Result<Manifest, ManifestError> {
         Some(e) => {
             check_relative_path(&e.value)
                 .map_err(|m| cx.err(e.referenced.line(), "entrypoint", m))?;
+            // It becomes ExecStart=, where `$` and `%` are expanded and
+            // spaces split words: keep it to characters that mean nothing there.
+            if !e
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+@/-".contains(&b))
+            {
+                return Err(cx.err(
+                    e.referenced.line(),
+                    "entrypoint",
+                    format!(
+                        "{:?} may contain only letters, digits and . _ + @ / - (it becomes ExecStart=)",
+                        e.value
+                    ),
+                ));
+            }
             e.value
         }
     };
@@ -721,6 +737,13 @@ public_key: RWQ
                 "entrypoint",
                 4,
                 "relative",
+            ),
+            (
+                "entrypoint: bin/start.sh",
+                "entrypoint: \"bin/st art$x.sh\"",
+                "entrypoint",
+                4,
+                "ExecStart",
             ),
             (
                 "slice: tori-server.slice",

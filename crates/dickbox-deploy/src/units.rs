@@ -41,8 +41,9 @@ pub fn socket_path(settings: &Settings, svc: &ServiceName, id: &ReleaseId) -> Pa
         .join(format!("{id}.sock"))
 }
 
-/// Quotes a value for a unit file: inside double quotes, with `\`, `"`,
-/// `%` (specifiers) and `$` (variable expansion in Exec lines) escaped.
+/// Quotes a value for `Environment=`: inside double quotes, with `\\`, `"`
+/// and `%` (specifiers) escaped. `$` is left alone: `Environment=` does not
+/// expand variables, so an escaped `$$` would reach the service doubled.
 pub fn quote(v: &str) -> String {
     let mut s = String::with_capacity(v.len() + 2);
     s.push('"');
@@ -51,7 +52,6 @@ pub fn quote(v: &str) -> String {
             '\\' => s.push_str("\\\\"),
             '"' => s.push_str("\\\""),
             '%' => s.push_str("%%"),
-            '$' => s.push_str("$$"),
             c => s.push(c),
         }
     }
@@ -316,7 +316,7 @@ mod tests {
     fn quoting_escapes_specifiers_and_expansion() {
         assert_eq!(quote("A=b c"), "\"A=b c\"");
         assert_eq!(quote("P=100%"), "\"P=100%%\"");
-        assert_eq!(quote("X=$HOME"), "\"X=$$HOME\"");
+        assert_eq!(quote("X=$HOME ${A} $$b"), "\"X=$HOME ${A} $$b\"");
         assert_eq!(quote(r#"Q=a"b\c"#), r#""Q=a\"b\\c""#);
     }
 }

@@ -50,7 +50,12 @@ fn build_capsule(
     assert!(cp.success());
     let manifest = fs::read_to_string(src.path().join("capsule.yml"))
         .unwrap()
-        .replace("version: 1.0.0", &format!("version: {version}"));
+        .replace("version: 1.0.0", &format!("version: {version}"))
+        // Unit-file metacharacters must reach the service unchanged.
+        .replace(
+            "environment: {GREETING: hello}",
+            r#"environment: {GREETING: hello, ODD: 'a$b ${HOME} $$c 100% "q" \x'}"#,
+        );
     let manifest = match public_key {
         Some(pk) => format!("{manifest}public_key: {pk}\n"),
         None => manifest,
@@ -207,6 +212,15 @@ fn blue_green_lifecycle_in_real_systemd() {
     let o = h.deploy(&format!("deploy {}", cap("1.0.0")));
     assert!(o.status.success(), "deploy v1: {}", text(&o));
     assert!(h.get().starts_with("hello from 1.0.0"), "{}", h.get());
+    let env = h.ok(
+        "u=$(systemctl list-units --plain --no-legend 'dickbox-hello-api@*' | awk '{print $1}'); \
+         tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value $u)/environ | grep '^ODD='",
+    );
+    assert_eq!(
+        env.trim(),
+        r#"ODD=a$b ${HOME} $$c 100% "q" \x"#,
+        "environment reached the service changed"
+    );
     let unit = h.ok("cat /etc/systemd/system/dickbox-hello-api@.service");
     assert!(
         unit.contains("User=dickbox-svc") && unit.contains("ProtectSystem=strict"),
