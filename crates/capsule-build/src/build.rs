@@ -88,9 +88,26 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
         .into());
     }
     let final_manifest = match &manifest_text {
-        Some(text) => with_format_line(text, &manifest),
+        Some(text) => with_format_line(text.strip_prefix('\u{feff}').unwrap_or(text), &manifest),
         None => Manifest::default_text(&manifest.name, &manifest.version),
     };
+    // What goes into the archive is what every host will parse: check those
+    // exact bytes with the same parser, so a manifest the format line would
+    // break (flow style, an indented mapping) is refused here, not on hosts.
+    let mut expected = manifest.clone();
+    expected.format = capsule::manifest::FORMAT;
+    match Manifest::parse(&final_manifest, MANIFEST_NAME) {
+        Ok(m) if m == expected => {}
+        _ => {
+            return Err(InputError::msg(format!(
+                "{manifest_origin}: cannot add `format: {}` to this manifest (flow style or an \
+                 indented mapping?): add `format: {}` as its first line yourself",
+                capsule::manifest::FORMAT,
+                capsule::manifest::FORMAT
+            ))
+            .into());
+        }
+    }
 
     // 2. The keys and the bundle, before any work, so a wrong password or a
     //    bad file fails fast.
@@ -141,15 +158,48 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
     // 3. The tree, checked completely before anything is written.
     std::fs::create_dir_all(&req.out)
         .with_context(|| format!("create output folder {}", req.out.display()))?;
-    let entries = pack::scan_tree_excluding(&req.src, Some(&req.out)).map_err(InputError::from)?;
-    let entrypoint_ok = entries.iter().any(|e| e.rel == manifest.entrypoint);
-    if !entrypoint_ok {
+    if req.out.canonicalize().ok() == req.src.canonicalize().ok() {
         return Err(InputError::msg(format!(
-            "{manifest_origin}: entrypoint {} is not in {}",
-            manifest.entrypoint,
-            req.src.display()
+            "--out {} is the source folder: earlier builds would be packed into the next one",
+            req.out.display()
         ))
         .into());
+    }
+    let entries = pack::scan_tree_excluding(&req.src, Some(&req.out)).map_err(InputError::from)?;
+    match entries
+        .iter()
+        .find(|e| e.rel == manifest.entrypoint)
+        .map(|e| &e.kind)
+    {
+        Some(
+            pack::SourceKind::File {
+                executable: true, ..
+            }
+            | pack::SourceKind::Symlink { .. },
+        ) => {}
+        Some(pack::SourceKind::File { .. }) => {
+            return Err(InputError::msg(format!(
+                "{manifest_origin}: entrypoint {} is not executable (chmod +x it); systemd \
+                 could not start it",
+                manifest.entrypoint
+            ))
+            .into());
+        }
+        Some(pack::SourceKind::Dir) => {
+            return Err(InputError::msg(format!(
+                "{manifest_origin}: entrypoint {} is a folder, not a program",
+                manifest.entrypoint
+            ))
+            .into());
+        }
+        None => {
+            return Err(InputError::msg(format!(
+                "{manifest_origin}: entrypoint {} is not in {}",
+                manifest.entrypoint,
+                req.src.display()
+            ))
+            .into());
+        }
     }
     let total: u64 = entries
         .iter()
@@ -387,10 +437,40 @@ fn source_date_epoch(src: &Path) -> Result<(u64, &'static str)> {
         })?;
         return Ok((n, "SOURCE_DATE_EPOCH"));
     }
-    if let Some(t) = git(src, &["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()) {
-        return Ok((t, "git"));
+    match git_result(src, &["log", "-1", "--format=%ct"]) {
+        Ok(t) => {
+            if let Ok(t) = t.parse() {
+                return Ok((t, "git"));
+            }
+        }
+        Err(why) if in_git_tree(src) => {
+            // The tree is a git checkout but git cannot read it (a checkout
+            // owned by another user, say): the mtime silently becoming 0
+            // would make this build differ from the same tree built elsewhere.
+            tracing::warn!(
+                src = %src.display(), error = %why,
+                "the source is a git checkout but git failed; every mtime falls back to 0: \
+                 set SOURCE_DATE_EPOCH for reproducible builds"
+            );
+        }
+        Err(_) => {}
     }
     Ok((0, "zero"))
+}
+
+/// Whether `src` or a folder above it holds a `.git`.
+fn in_git_tree(src: &Path) -> bool {
+    let Ok(mut p) = src.canonicalize() else {
+        return false;
+    };
+    loop {
+        if p.join(".git").exists() {
+            return true;
+        }
+        if !p.pop() {
+            return false;
+        }
+    }
 }
 
 fn git_info(src: &Path) -> (Option<String>, Option<String>) {
@@ -401,18 +481,26 @@ fn git_info(src: &Path) -> (Option<String>, Option<String>) {
 }
 
 fn git(src: &Path, args: &[&str]) -> Option<String> {
+    git_result(src, args).ok()
+}
+
+/// Runs git in `src`: its trimmed output, or why it failed.
+fn git_result(src: &Path, args: &[&str]) -> std::result::Result<String, String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(src)
         .args(args)
-        .stderr(std::process::Stdio::null())
         .output()
-        .ok()?;
+        .map_err(|e| format!("run git: {e}"))?;
     if !out.status.success() {
-        return None;
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().next().unwrap_or("git failed").to_owned());
     }
-    let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (!s.is_empty()).then_some(s)
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if s.is_empty() {
+        return Err("git printed nothing".into());
+    }
+    Ok(s)
 }
 
 fn now_rfc3339() -> String {

@@ -487,6 +487,36 @@ fn bad_inputs_give_clear_errors_and_leave_no_output() {
             "absolute path",
         ),
         (
+            "flow-style manifest the format line would break",
+            |p| {
+                fs::write(
+                    p.join("capsule.yml"),
+                    "{name: demo, version: 1.2.3, entrypoint: bin/start.sh}\n",
+                )
+                .unwrap()
+            },
+            "add `format: 1` as its first line",
+        ),
+        (
+            "entrypoint is a folder",
+            |p| {
+                fs::write(
+                    p.join("capsule.yml"),
+                    "name: demo\nversion: 1.2.3\nentrypoint: bin\n",
+                )
+                .unwrap()
+            },
+            "is a folder",
+        ),
+        (
+            "entrypoint is not executable",
+            |p| {
+                fs::set_permissions(p.join("bin/start.sh"), fs::Permissions::from_mode(0o644))
+                    .unwrap()
+            },
+            "is not executable",
+        ),
+        (
             "missing entrypoint",
             |p| fs::remove_file(p.join("bin/start.sh")).unwrap(),
             "entrypoint bin/start.sh is not in",
@@ -721,4 +751,70 @@ fn an_output_folder_inside_the_source_is_left_out() {
         .map(|f| f["path"].as_str().unwrap())
         .collect();
     assert!(!paths.iter().any(|p| p.starts_with("dist")), "{paths:?}");
+}
+
+#[test]
+fn a_bom_is_dropped_and_out_equal_to_src_is_refused() {
+    let keys = keygen();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), false);
+    let text = fs::read_to_string(src.path().join("capsule.yml")).unwrap();
+    fs::write(src.path().join("capsule.yml"), format!("\u{feff}{text}")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = build(src.path(), out.path(), &keys, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cb(&[
+        "inspect",
+        out.path()
+            .join("demo-1.2.3.capsule.tar.zst")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = build(src.path(), src.path(), &keys, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is the source folder"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A git checkout that git refuses to read (owned by another user) must not
+/// silently change the archive's mtimes: capsule-build warns.
+#[test]
+fn an_unreadable_git_checkout_is_reported() {
+    if !is_root() {
+        eprintln!("skipped: needs root to hand the checkout to another user");
+        return;
+    }
+    let keys = keygen();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), false);
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(src.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .expect("git")
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    assert!(git(&["add", "."]).status.success());
+    assert!(git(&["commit", "-q", "-m", "x"]).status.success());
+    let o = Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(src.path())
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let out = tempfile::tempdir().unwrap();
+    let o = build(src.path(), out.path(), &keys, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("git failed"), "{}", stderr(&o));
 }

@@ -348,7 +348,15 @@ pub fn pack<W: Write>(
                         path: e.abs.clone(),
                         source: err,
                     })?;
-                if reader.count != *size {
+                // A file that grew while being packed would be cut silently at
+                // its scanned size: refuse it like one that shrank.
+                let mut probe = [0u8; 1];
+                let grew = reader
+                    .inner
+                    .read(&mut probe)
+                    .map(|n| n > 0)
+                    .unwrap_or(false);
+                if reader.count != *size || grew {
                     return Err(PackError::Refused {
                         path: e.abs.clone(),
                         problem: format!(

@@ -101,12 +101,21 @@ pub fn stage(settings: &Settings, v: &mut Verified) -> Result<Release> {
     limits.max_total_bytes = limits.max_total_bytes.min(free - RESERVE);
 
     let staging = releases.join(format!(".staging-{}-{}", v.release_id, std::process::id()));
+    // Opened before anything is written: syncfs on it reports every
+    // write-back error the file system records from now on, including those
+    // of pages flushed early by the kernel.
+    let fs_handle = fs::File::open(&releases)
+        .with_context(|| format!("open {} for syncfs", releases.display()))?;
     crate::crash_point("stage-extract");
+    // Extracted without an fsync per file: on ext4 each one waits for a
+    // journal commit (about 1 ms), which made staging a capsule of 12,000
+    // small files take over 20 s. The one syncfs below makes the whole
+    // folder durable before the rename instead.
     let inv = capsule::unpack::extract(
         BufReader::with_capacity(1 << 20, &v.file),
         &staging,
         limits,
-        true,
+        false,
     )
     .map_err(|e| crate::verify::Refused::Other(format!("{}: {e}", v.path.display())))?;
 
@@ -125,10 +134,11 @@ pub fn stage(settings: &Settings, v: &mut Verified) -> Result<Release> {
         .into());
     }
     let entry = staging.join(&inv.manifest.entrypoint);
-    if !entry.is_file() {
+    let executable = fs::metadata(&entry).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+    if !entry.is_file() || !executable {
         let _ = fs::remove_dir_all(&staging);
         return Err(crate::verify::Refused::Other(format!(
-            "{}: entrypoint {} is not a file in the capsule",
+            "{}: entrypoint {} is not an executable file in the capsule",
             v.path.display(),
             inv.manifest.entrypoint
         ))
@@ -136,6 +146,11 @@ pub fn stage(settings: &Settings, v: &mut Verified) -> Result<Release> {
     }
 
     make_read_only(&staging)?;
+    // Every file, folder and mode of the staging folder is on disk before it
+    // gets its final name: a crash before this point leaves only a staging
+    // folder, which the next stage removes.
+    rustix::fs::syncfs(&fs_handle)
+        .with_context(|| format!("sync the file system of {}", staging.display()))?;
     crate::crash_point("stage-rename");
     fs::rename(&staging, &dest)
         .with_context(|| format!("rename {} to {}", staging.display(), dest.display()))?;
