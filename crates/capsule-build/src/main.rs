@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(e) => {
-            eprintln!("capsule-build: error: {e:#}");
+            eprintln!("capsule-build: error: {}", render(&e));
             ExitCode::from(exit_code(&e) as u8)
         }
     }
@@ -190,4 +190,21 @@ fn default_builder() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the
+/// line already holds (many errors print their source in their own message).
+fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

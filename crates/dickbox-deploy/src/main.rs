@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             let code = exit_code(&e);
-            eprintln!("dickbox-deploy: error: {e:#}");
+            eprintln!("dickbox-deploy: error: {}", render(&e));
             ExitCode::from(code)
         }
     }
@@ -247,4 +247,21 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the
+/// line already holds (many errors print their source in their own message).
+fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

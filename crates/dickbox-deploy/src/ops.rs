@@ -67,10 +67,62 @@ fn tx_id() -> String {
 }
 
 /// Verifies and stages without touching systemd (`dickbox-deploy verify`).
+/// `verify` answers "would deploy accept this capsule here": the same
+/// verification, staging and release checks, without starting anything.
 pub fn verify_only(ctx: &Ctx, source: &Path) -> Result<Release> {
     let _lock = lock::acquire(&ctx.s.raw.lock_path, ctx.s.lock_timeout)?;
     let mut v = verify::verify(&ctx.s, source)?;
-    stage::stage(&ctx.s, &mut v)
+    let existed = ctx.s.releases_dir().join(v.release_id.as_str()).exists();
+    let rel = stage::stage(&ctx.s, &mut v)?;
+    if let Err(e) = check_release(ctx, &v, &rel) {
+        if !existed {
+            stage::make_writable(&rel.path);
+            let _ = fs::remove_dir_all(&rel.path);
+        }
+        return Err(Refused::Other(e.to_string()).into());
+    }
+    Ok(rel)
+}
+
+/// The checks of a verified, staged release that deploy and verify share:
+/// the manifest's `public_key` (never trusted, only compared with the
+/// minisign key that verified) and service ownership. Errors name the file.
+fn check_release(ctx: &Ctx, v: &verify::Verified, rel: &Release) -> Result<()> {
+    let file = v.path.display();
+    let name = &rel.manifest.name;
+    if let Some(pk) = &rel.manifest.public_key {
+        let claimed = capsule::minisig::PublicKey::from_base64(pk, "capsule.yml public_key")
+            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        match &v.minisign {
+            Some((_, key_path)) => {
+                let trusted = capsule::minisig::PublicKey::from_file(key_path)?;
+                if claimed.key_bytes() != trusted.key_bytes() {
+                    bail!(
+                        "{file}: capsule.yml public_key ({}) is not the host key that verified \
+                         the capsule ({}, {})",
+                        claimed.key_id,
+                        trusted.key_id,
+                        key_path.display()
+                    );
+                }
+            }
+            None => tracing::warn!(
+                key_id = %claimed.key_id,
+                "capsule.yml names a minisign public_key but no minisign signature was verified; ignoring it"
+            ),
+        }
+    }
+    for svc in &rel.manifest.services {
+        if let Some(owner) = state::owner(&ctx.s, &svc.name)
+            && &owner != name
+        {
+            bail!(
+                "{file}: service {} belongs to capsule {owner}; capsule {name} may not take it over",
+                svc.name
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn deploy(ctx: &Ctx, source: &Path, opts: &DeployOptions) -> Result<Release> {
@@ -104,39 +156,7 @@ pub fn deploy(ctx: &Ctx, source: &Path, opts: &DeployOptions) -> Result<Release>
         tracing::warn!(capsule = %name, version = %version, floor = %floor, "downgrade allowed by --allow-downgrade");
     }
 
-    // The manifest's public_key is never trusted; it is only compared with
-    // the minisign key that verified.
-    if let Some(pk) = &rel.manifest.public_key {
-        let claimed = capsule::minisig::PublicKey::from_base64(pk, "capsule.yml public_key")
-            .map_err(|e| discard(e.to_string()))?;
-        match &v.minisign {
-            Some((_, key_path)) => {
-                let trusted = capsule::minisig::PublicKey::from_file(key_path)?;
-                if claimed.key_bytes() != trusted.key_bytes() {
-                    return Err(discard(format!(
-                        "capsule.yml public_key ({}) is not the host key that verified the capsule ({}, {})",
-                        claimed.key_id,
-                        trusted.key_id,
-                        key_path.display()
-                    )));
-                }
-            }
-            None => tracing::warn!(
-                key_id = %claimed.key_id,
-                "capsule.yml names a minisign public_key but no minisign signature was verified; ignoring it"
-            ),
-        }
-    }
-    for svc in &rel.manifest.services {
-        if let Some(owner) = state::owner(&ctx.s, &svc.name)
-            && owner != name
-        {
-            return Err(discard(format!(
-                "service {} belongs to capsule {owner}; capsule {name} may not take it over",
-                svc.name
-            )));
-        }
-    }
+    check_release(ctx, &v, &rel).map_err(|e| discard(e.to_string()))?;
 
     let all_current = rel
         .manifest

@@ -68,6 +68,9 @@ pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
     let want_minisign = matches!(require, Require::Minisign | Require::Both | Require::Any);
     let want_sigstore = matches!(require, Require::Sigstore | Require::Both | Require::Any);
 
+    // The archive itself first: a missing file is not an unsigned one.
+    let mut file = File::open(archive).map_err(|e| anyhow::anyhow!("open {p}: {e}"))?;
+
     // minisign: the key is chosen by the signature's key id, from the host.
     let sig_path = side(archive, capsule::MINISIG_SUFFIX);
     let minisig = if want_minisign && sig_path.exists() {
@@ -88,7 +91,6 @@ pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
         .into());
     }
 
-    let mut file = File::open(archive).map_err(|e| anyhow::anyhow!("open {p}: {e}"))?;
     let size = file.metadata()?.len();
     // One pass over the open file feeds both the SHA-256 and the minisign
     // verifier (BLAKE2b-512 prehash); the SHA-256 runs on a second thread so

@@ -510,6 +510,15 @@ fn bad_signatures_are_refused_before_anything_is_written() {
             "{what}: want {want:?} in {}",
             stderr(&o)
         );
+        // Said once: errors used to repeat their cause after themselves.
+        if want != "signature" {
+            assert_eq!(
+                stderr(&o).matches(want).count(),
+                1,
+                "{what}: repeated: {}",
+                stderr(&o)
+            );
+        }
         assert!(
             h.releases_left().is_empty(),
             "{what}: left {:?}",
@@ -886,4 +895,35 @@ fn a_large_incompressible_file_is_not_a_bomb() {
     h.sign(&a, "demo", "1.0.0");
     let o = h.deploy(&["verify", a.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `verify` refuses what `deploy` would: a manifest whose public_key is
+/// another key than the trusted one that verified (it once said "verified").
+#[test]
+fn verify_compares_the_manifest_public_key_like_deploy() {
+    let h = Host::new();
+    let (other_pk, _, _) = generate_keypair(None).unwrap();
+    let other_b64 = other_pk.lines().nth(1).unwrap();
+    let manifest = format!(
+        "format: 1\nname: demo\nversion: 1.0.0\nentrypoint: bin/start.sh\npublic_key: {other_b64}\n"
+    );
+    let a = h.path("demo-1.0.0.capsule.tar.zst");
+    craft(
+        &a,
+        &[
+            M::File("capsule.yml", manifest.as_bytes(), 0o644),
+            M::Dir("bin"),
+            start_sh(),
+        ],
+    );
+    h.sign(&a, "demo", "1.0.0");
+    let o = h.deploy(&["verify", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not the host key"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("demo-1.0.0.capsule.tar.zst"),
+        "names the file: {}",
+        stderr(&o)
+    );
+    assert!(h.releases_left().is_empty(), "{:?}", h.releases_left());
 }
