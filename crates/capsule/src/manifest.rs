@@ -241,7 +241,7 @@ impl Manifest {
                 file: file.to_owned(),
                 line: e.location().map(|l| l.line()),
                 field: None,
-                message: e.to_string(),
+                message: reader_message(&e.to_string()),
             })?;
         validate(raw, &Ctx { file })
     }
@@ -268,6 +268,16 @@ impl Manifest {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name.as_str() == name)
     }
+}
+
+/// The YAML reader's message without advice meant for programmers using the
+/// library (which option to set, which function to call instead).
+fn reader_message(m: &str) -> String {
+    m.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+        .replace(
+            "use from_str_multiple or from_str_multiple_with_options",
+            "a manifest is one YAML document",
+        )
 }
 
 /// The manifest text as it goes into the archive: unchanged when it already
@@ -861,7 +871,10 @@ public_key: RWQ
                 "name: a\nversion: 1.0.0\nbogus: 1\n",
                 "unknown field `bogus`",
             ),
-            ("name: a\nname: b\nversion: 1.0.0\n", "duplicate"),
+            (
+                "name: a\nname: b\nversion: 1.0.0\n",
+                "duplicate mapping key: name",
+            ),
             ("name: [\n", "line 1"),
             (
                 "name: a\nversion: 1.0.0\nservices:\n  - name: a\n    listen: udp\n",
@@ -873,6 +886,10 @@ public_key: RWQ
         for (text, want) in cases {
             let err = Manifest::parse(text, "capsule.yml").expect_err(text);
             assert!(err.to_string().contains(want), "case {text:?}: {err}");
+            assert!(
+                !err.to_string().contains("Options"),
+                "library advice leaked: {err}"
+            );
         }
     }
 
