@@ -22,6 +22,9 @@ pub struct Inspection {
     pub manifest_text: String,
     pub files: Vec<FileRecord>,
     pub signature: Option<SigInfo>,
+    /// Sigstore signature files beside the archive (not verified here;
+    /// `dickbox-deploy verify-blob` and deploy check them).
+    pub sigstore_files: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +112,11 @@ pub fn inspect(path: &Path, pubkey: Option<&Path>) -> Result<Inspection> {
         manifest_text: inv.manifest_text,
         files: inv.files,
         signature,
+        sigstore_files: [capsule::COSIGN_SUFFIX, capsule::SIGSTORE_SUFFIX]
+            .iter()
+            .map(|suffix| format!("{}{suffix}", path.display()))
+            .filter(|p| std::path::Path::new(p).exists())
+            .collect(),
     })
 }
 
@@ -134,6 +142,12 @@ impl Inspection {
             None => {
                 let _ = writeln!(s, "signature: none found beside the archive");
             }
+        }
+        for f in &self.sigstore_files {
+            let _ = writeln!(
+                s,
+                "sigstore signature file: {f} (not checked here; see dickbox-deploy verify-blob)"
+            );
         }
         let _ = writeln!(s, "--- capsule.yml");
         s.push_str(&self.manifest_text);

@@ -173,6 +173,11 @@ fn build_signs_with_an_openssl_made_key_alone() {
     let pem = fs::read_to_string(corpus.join("test-only-p256.pem")).unwrap();
     keys.add_pem(&pem, "test-only-p256.pem".into()).unwrap();
     verify_cosign(&sha256_of(&out.join(ARCHIVE)), &sig, "sig", &keys).unwrap();
+    // inspect lists the cosign signature beside the archive.
+    let o = cb(&["inspect", out.join(ARCHIVE).to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(".cosign.sig (not checked here"), "{text}");
 
     // A P-384 key is refused before anything is written.
     let out2 = dir.path().join("out2");
