@@ -41,6 +41,11 @@ impl Host {
         let tree = r.join("tree");
         fs::create_dir_all(tree.join("bin")).unwrap();
         fs::write(tree.join("bin/start.sh"), "#!/bin/sh\nexec sleep 100\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(tree.join("bin/start.sh"), fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
         let text = "name: demo\nversion: 1.0.0\nentrypoint: bin/start.sh\n";
         let m = capsule::manifest::Manifest::parse(text, "capsule.yml").unwrap();
         let text = capsule::manifest::with_format_line(text, &m);
