@@ -237,8 +237,12 @@ pub trait GpuBackend {
 /// Environment variable that selects the simulated backend in test builds.
 pub const SIMULATED_GPU_ENV: &str = "SOLITON_MPS_KEEPER_SIMULATED_GPU";
 
-/// Whether this build contains the simulated backend (test builds only).
-pub const HAS_SIMULATION: bool = cfg!(feature = "simulated-gpu");
+/// Whether this build contains the simulated backend: only debug builds with
+/// the `simulated-gpu` feature, which only the crate's own tests turn on.
+/// Cargo unifies features, so a debug binary built in the same run as the
+/// tests carries the feature too; `debug_assertions` keeps every release
+/// build (what is packaged and installed) free of it, whatever the features.
+pub const HAS_SIMULATION: bool = cfg!(all(feature = "simulated-gpu", debug_assertions));
 
 /// Picks the backend: the real one, or in a test build the simulation named by
 /// [`SIMULATED_GPU_ENV`]. A production build refuses the variable rather than
@@ -246,12 +250,12 @@ pub const HAS_SIMULATION: bool = cfg!(feature = "simulated-gpu");
 pub fn select(simulated_dir: Option<PathBuf>) -> Result<Box<dyn GpuBackend>, GpuError> {
     match simulated_dir {
         None => Ok(Box::new(crate::real::RealGpu::new())),
-        #[cfg(feature = "simulated-gpu")]
+        #[cfg(all(feature = "simulated-gpu", debug_assertions))]
         Some(dir) => {
             tracing::warn!(dir = %dir.display(), "using the SIMULATED GPU backend (test build)");
             Ok(Box::new(crate::simulated::SimulatedGpu::new(dir)))
         }
-        #[cfg(not(feature = "simulated-gpu"))]
+        #[cfg(not(all(feature = "simulated-gpu", debug_assertions)))]
         Some(_) => Err(GpuError::Simulation(format!(
             "{SIMULATED_GPU_ENV} is set but this build has no simulated backend (unset it)"
         ))),

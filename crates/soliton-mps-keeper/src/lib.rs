@@ -20,5 +20,5 @@ pub mod logging;
 pub mod metrics;
 pub mod mps;
 pub mod real;
-#[cfg(feature = "simulated-gpu")]
+#[cfg(all(feature = "simulated-gpu", debug_assertions))]
 pub mod simulated;
