@@ -395,8 +395,13 @@ fn parse_map(v: &str) -> Result<BTreeMap<String, f64>, String> {
     Ok(out)
 }
 
+/// The longest duration any setting accepts: one day. Longer sample or sync
+/// intervals make no sense for accounting, and the bound keeps the arithmetic
+/// far from overflow whatever number is written.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 /// Durations carry units: `250ms`, `60s`, `5m`, `1h`, `1d`; a plain number is
-/// seconds.
+/// seconds. Values must be above zero and at most [`MAX_DURATION`].
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     let split = v
@@ -418,7 +423,10 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs <= 0.0 {
         return Err("duration must be above zero".into());
     }
-    Ok(Duration::from_secs_f64(secs))
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err("duration must be at most 1d (86400s)".into());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("duration out of range: {e}"))
 }
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
@@ -491,6 +499,12 @@ mod tests {
             ("2", Some(2.0)),
             ("1h", Some(3600.0)),
             ("1d", Some(86400.0)),
+            ("24h", Some(86400.0)),
+            ("1.5d", None),
+            ("86401", None),
+            ("99999999999999999d", None),
+            ("18446744073709551616", None),
+            ("1e400", None),
             ("5x", None),
             ("0s", None),
             ("", None),

@@ -304,3 +304,32 @@ fn documented_example_config_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue #7: a huge duration panicked in `Duration::from_secs_f64`; it must be
+/// a usage error naming the key and the value, from the environment or YAML.
+#[test]
+fn huge_durations_are_usage_errors_naming_key_and_value() {
+    let f = Fixture::new();
+    let good = f.config_file("  budget_kwh: 50\n");
+    let out = Command::new(BIN)
+        .args(["--config", good.to_str().unwrap(), "check-config"])
+        .env("DICKBOX_ENERGY_SYNC_INTERVAL", "99999999999999999d")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("DICKBOX_ENERGY_SYNC_INTERVAL") && err.contains("99999999999999999d"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let bad = f.config_file("  sync_interval: 18446744073709551616\n");
+    let out = cmd(&bad, &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sync_interval") && err.contains("18446744073709551616"),
+        "{err}"
+    );
+}
