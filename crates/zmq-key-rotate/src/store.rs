@@ -211,6 +211,7 @@ impl Store {
                 ),
             });
         }
+        check_entries(&path, id, &index)?;
         Ok(index)
     }
 
@@ -370,6 +371,44 @@ impl Store {
         }
         Ok(keys)
     }
+}
+
+/// Refuses index entries whose file names are not exactly the ones this tool
+/// writes (`<identity>-<generation>.key` and `.key_secret`), and generation
+/// numbers listed twice. Every path the tool derives from the index (files it
+/// reads, links it points, files it deletes) goes through these names, so an
+/// edited index can never make it touch anything outside the identity folder.
+fn check_entries(path: &Path, id: &Identity, index: &Index) -> Result<(), StoreError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, g) in index.generations.iter().enumerate() {
+        let public = format!("{id}-{}.key", g.generation);
+        let secret = format!("{id}-{}.key_secret", g.generation);
+        let message = if g.public_file != public {
+            Some(format!(
+                "entry {i} (generation {}): public_file {:?} must be {public:?}",
+                g.generation, g.public_file
+            ))
+        } else if g.secret_file != secret {
+            Some(format!(
+                "entry {i} (generation {}): secret_file {:?} must be {secret:?}",
+                g.generation, g.secret_file
+            ))
+        } else if !seen.insert(g.generation) {
+            Some(format!(
+                "entry {i}: generation {} is listed twice",
+                g.generation
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            return Err(StoreError::Index {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses one zcert file.

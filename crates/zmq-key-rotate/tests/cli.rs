@@ -273,3 +273,53 @@ fn link_to_a_foreign_file_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a generation this tool wrote"), "{err}");
 }
+
+#[test]
+fn index_entries_naming_other_files_are_refused_and_nothing_is_deleted() {
+    let mut host = Host::new();
+    for _ in 0..3 {
+        host.rotate();
+    }
+    let victim_dir = host.path("victims");
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    let outside = victim_dir.join("secret-victim");
+    let relative = host.path("victim");
+    std::fs::write(&outside, "keep me").unwrap();
+    std::fs::write(&relative, "keep me").unwrap();
+    let index_path = host.keys().join("bus/generations.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    index["generations"][0]["public_file"] = "../../victim".into();
+    index["generations"][0]["secret_file"] = outside.to_str().unwrap().into();
+    index["generations"][0]["created"] = 0.into();
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    host.grace = "1s".into();
+    host.retention = "1s".into();
+    for args in [&["rotate"][..], &["list"], &["status"]] {
+        let out = host.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("entry 0") && err.contains("../../victim"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        outside.exists() && relative.exists(),
+        "files outside deleted"
+    );
+
+    // A secret file naming another generation's file is refused too, and so
+    // is a generation number listed twice.
+    index["generations"][0]["public_file"] = "bus-1.key".into();
+    index["generations"][0]["secret_file"] = "bus-2.key_secret".into();
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let err = String::from_utf8_lossy(&host.run(&["status"]).stderr).into_owned();
+    assert!(err.contains("secret_file \"bus-2.key_secret\""), "{err}");
+    index["generations"][0] = index["generations"][1].clone();
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let out = host.run(&["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("generation 2 is listed twice"), "{err}");
+}
