@@ -19,6 +19,9 @@ use crate::store::Identity;
 /// `DICKBOX_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/dickbox/dickbox.yml";
 
+/// The longest `grace` or `retention` accepted: 100 years (36 500 days).
+pub const MAX_PERIOD: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// Every key of the `zmq` section, in the order `check-config` prints them.
 pub const KEYS: &[&str] = &[
     "keys_dir",
@@ -307,6 +310,19 @@ fn resolve(raw: &Raw) -> Result<Config, ConfigError> {
             "must be between 100ms and 1h".into(),
         ));
     }
+    // Every date the tool writes is now + one of these; past year 9999 it
+    // cannot be written as RFC 3339, so a century is the ceiling.
+    for (key, value) in [("grace", grace), ("retention", retention)] {
+        if value > MAX_PERIOD {
+            return Err(bad(
+                key,
+                format!(
+                    "{} is longer than the limit of 100 years",
+                    humantime::format_duration(value)
+                ),
+            ));
+        }
+    }
     if retention < grace {
         return Err(bad(
             "retention",
@@ -431,6 +447,29 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         load(&FileChoice::Explicit(path), &env, &[])
+    }
+
+    #[test]
+    fn periods_longer_than_a_century_are_refused() {
+        let env = [
+            ("DICKBOX_ZMQ_GRACE", "100000000d"),
+            ("DICKBOX_ZMQ_RETENTION", "100000000d"),
+        ];
+        let e = load_text("", &env).unwrap_err().to_string();
+        assert!(e.contains("zmq.grace") && e.contains("100 years"), "{e}");
+        let e = load_text("", &[("DICKBOX_ZMQ_RETENTION", "36501d")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zmq.retention"), "{e}");
+        let c = load_text(
+            "",
+            &[
+                ("DICKBOX_ZMQ_GRACE", "36500d"),
+                ("DICKBOX_ZMQ_RETENTION", "36500d"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.retention, MAX_PERIOD);
     }
 
     #[test]

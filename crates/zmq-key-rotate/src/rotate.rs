@@ -130,8 +130,16 @@ pub fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 text of unix seconds.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const MAX_RFC3339: u64 = 253_402_300_799;
+
+/// RFC 3339 text of unix seconds. Config validation keeps the dates this tool
+/// computes far below year 10000; a date read from an edited index past it is
+/// written as `unix:<seconds>` rather than failing.
 pub fn rfc3339(secs: u64) -> String {
+    if secs > MAX_RFC3339 {
+        return format!("unix:{secs}");
+    }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
@@ -225,41 +233,17 @@ pub fn rotate(
                 ("created".into(), rfc3339(now)),
             ],
         };
-        store.write_cert(id, &plan.new, &cert)?;
-
-        // Step 2: the signed event.
-        let (endpoint, publish_endpoint) = if *id == config.bus_identity {
-            let (p, s) = bus_endpoints(config, plan.new.generation);
-            (Some(s), Some(p))
-        } else {
-            (None, None)
+        // Steps 1 and 2 write files that no index lists yet: on failure they
+        // are removed again, so an error leaves no orphan generation behind.
+        let event = match write_new_generation(config, &store, &signer, id, &plan, &cert, now) {
+            Ok(event) => event,
+            Err(e) => {
+                if let Err(cleanup) = store.delete_files(id, &plan.new) {
+                    tracing::error!(error = %cleanup, "could not remove the failed generation's files");
+                }
+                return Err(e);
+            }
         };
-        let event = RotationEvent {
-            identity: id.to_string(),
-            generation: plan.new.generation,
-            public_key: plan.new.public_key.clone(),
-            previous_public_key: plan.previous.as_ref().map(|g| g.public_key.clone()),
-            created: rfc3339(now),
-            grace_until: rfc3339(now + config.grace.as_secs()),
-            endpoint,
-            publish_endpoint,
-        };
-        let json = serde_json::to_vec(&event).map_err(|e| StoreError::Index {
-            path: store.events_dir(id),
-            message: e.to_string(),
-        })?;
-        let comment = format!(
-            "dickbox-zmq-event:1 identity={id} generation={} created={now}",
-            plan.new.generation
-        );
-        let sig = signer.sign(&json, &comment)?;
-        let (event_path, sig_path) = store.event_paths(id, plan.new.generation);
-        for (path, bytes) in [(&event_path, &json[..]), (&sig_path, sig.as_bytes())] {
-            crate::atomic::write_file(path, bytes, 0o644).map_err(|source| StoreError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        }
 
         // Step 3 and 4: index, then links.
         store.write_index(id, &plan.index)?;
@@ -303,6 +287,54 @@ pub fn rotate(
 
     metrics::write_rotation(config, &store, now);
     Ok(outcomes)
+}
+
+/// Steps 1 and 2 of a rotation: the certificate files and the signed event.
+fn write_new_generation(
+    config: &Config,
+    store: &Store,
+    signer: &Signer,
+    id: &Identity,
+    plan: &Plan,
+    cert: &cert::Cert,
+    now: u64,
+) -> Result<RotationEvent, RotateError> {
+    store.write_cert(id, &plan.new, cert)?;
+
+    // Step 2: the signed event.
+    let (endpoint, publish_endpoint) = if *id == config.bus_identity {
+        let (p, s) = bus_endpoints(config, plan.new.generation);
+        (Some(s), Some(p))
+    } else {
+        (None, None)
+    };
+    let event = RotationEvent {
+        identity: id.to_string(),
+        generation: plan.new.generation,
+        public_key: plan.new.public_key.clone(),
+        previous_public_key: plan.previous.as_ref().map(|g| g.public_key.clone()),
+        created: rfc3339(now),
+        grace_until: rfc3339(now + config.grace.as_secs()),
+        endpoint,
+        publish_endpoint,
+    };
+    let json = serde_json::to_vec(&event).map_err(|e| StoreError::Index {
+        path: store.events_dir(id),
+        message: e.to_string(),
+    })?;
+    let comment = format!(
+        "dickbox-zmq-event:1 identity={id} generation={} created={now}",
+        plan.new.generation
+    );
+    let sig = signer.sign(&json, &comment)?;
+    let (event_path, sig_path) = store.event_paths(id, plan.new.generation);
+    for (path, bytes) in [(&event_path, &json[..]), (&sig_path, sig.as_bytes())] {
+        crate::atomic::write_file(path, bytes, 0o644).map_err(|source| StoreError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(event)
 }
 
 /// One generation as `list` shows it.
@@ -423,6 +455,12 @@ mod tests {
             secret_file: format!("bus-{n}.key_secret"),
             grace_until: None,
         }
+    }
+
+    #[test]
+    fn dates_past_year_9999_do_not_panic() {
+        assert_eq!(rfc3339(MAX_RFC3339), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), format!("unix:{}", u64::MAX));
     }
 
     #[test]

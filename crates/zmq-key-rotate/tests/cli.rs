@@ -323,3 +323,39 @@ fn index_entries_naming_other_files_are_refused_and_nothing_is_deleted() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("generation 2 is listed twice"), "{err}");
 }
+
+#[test]
+fn periods_too_long_for_a_date_are_refused_before_anything_is_written() {
+    let mut host = Host::new();
+    host.grace = "100000000d".into();
+    host.retention = "100000000d".into();
+    for args in [
+        &["rotate", "--identity", "ev"][..],
+        &["list"],
+        &["check-config"],
+    ] {
+        let out = host.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("100 years"), "{args:?}: {err}");
+    }
+    assert!(!host.keys().join("ev").exists(), "nothing written");
+}
+
+#[test]
+fn a_rotation_that_fails_leaves_no_orphan_key_files() {
+    let host = Host::new();
+    // The event cannot be stored: its path is a folder.
+    std::fs::create_dir_all(host.keys().join("bus/events/1.json")).unwrap();
+    let out = host.run(&["rotate"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = host.keys().join("bus");
+    assert!(!dir.join("bus-1.key").exists(), "orphan public file");
+    assert!(!dir.join("bus-1.key_secret").exists(), "orphan secret file");
+    assert!(!dir.join("generations.json").exists());
+}
