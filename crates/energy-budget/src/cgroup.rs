@@ -84,16 +84,36 @@ pub fn dickbox_service_of(unit: &str) -> Option<&str> {
     (valid(svc) && valid(release)).then_some(svc)
 }
 
+/// A unit whose counter exists but could not be read or parsed.
+#[derive(Debug)]
+pub struct SkippedUnit {
+    /// cgroup path relative to the hierarchy root, as in [`UnitUsage::cgroup`].
+    pub cgroup: String,
+    pub error: CgroupError,
+}
+
+/// The units read in one walk, and those skipped because their counter file
+/// was unreadable or unparsable.
+#[derive(Debug, Default)]
+pub struct UnitScan {
+    pub units: Vec<UnitUsage>,
+    pub skipped: Vec<SkippedUnit>,
+}
+
 /// Walk the hierarchy and read the usage of every unit we account for.
 ///
 /// Only slices are descended into (and the root), since services live in
 /// slices; this keeps the walk small on hosts with many cgroups. A unit whose
-/// counter vanished between listing and reading (it stopped) is skipped.
-pub fn read_units(layout: &Layout, extra_units: &[String]) -> Result<Vec<UnitUsage>, CgroupError> {
+/// counter vanished between listing and reading (it stopped) is left out; one
+/// whose counter cannot be read or parsed is listed in
+/// [`UnitScan::skipped`], so one bad file never stops the accounting of the
+/// others or of the host.
+pub fn read_units(layout: &Layout, extra_units: &[String]) -> UnitScan {
     let root = match layout {
         Layout::V2(p) | Layout::V1(p) => p,
     };
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     let mut stack = vec![(root.clone(), String::new(), 0u32)];
     while let Some((dir, rel, depth)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -129,7 +149,10 @@ pub fn read_units(layout: &Layout, extra_units: &[String]) -> Result<Vec<UnitUsa
                     }),
                     Err(CgroupError::ReadCounter { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
+                    Err(error) => skipped.push(SkippedUnit {
+                        cgroup: child_rel.clone(),
+                        error,
+                    }),
                 }
             }
             if name.ends_with(".slice") && depth < 8 {
@@ -138,7 +161,10 @@ pub fn read_units(layout: &Layout, extra_units: &[String]) -> Result<Vec<UnitUsa
         }
     }
     out.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
-    Ok(out)
+    UnitScan {
+        units: out,
+        skipped,
+    }
 }
 
 fn read_usage(layout: &Layout, dir: &Path) -> Result<u64, CgroupError> {

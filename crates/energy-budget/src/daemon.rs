@@ -14,7 +14,7 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::budget::{self, Allocations, J_PER_KWH, message_id};
-use crate::cgroup::{self, Layout};
+use crate::cgroup;
 use crate::config::Config;
 use crate::integrate::{self, Attribution, NoStep, Sample};
 use crate::metrics;
@@ -31,10 +31,6 @@ pub enum EngineError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("sample cgroups: {0}")]
-    Cgroups(String),
-    #[error("sample host CPU time: {0}")]
-    HostCpu(String),
     #[error("write metrics {path}: {error}")]
     Metrics {
         path: std::path::PathBuf,
@@ -54,6 +50,12 @@ pub struct Engine {
     allocations: Allocations,
     cpu_available: bool,
     cpu_warned: bool,
+    /// cgroups skipped by a sample (counter unreadable): when readable again
+    /// their counter becomes the baseline, so the gap is not counted as theirs.
+    resync: std::collections::BTreeSet<String>,
+    /// Counter files already warned about; each is warned about once until it
+    /// is readable again.
+    bad_files: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -141,6 +143,8 @@ impl Engine {
             allocations,
             cpu_available: false,
             cpu_warned: false,
+            resync: Default::default(),
+            bad_files: Default::default(),
         })
     }
 
@@ -154,12 +158,34 @@ impl Engine {
 
     /// Read every source at the given clock values.
     pub fn read_sample(&mut self, boottime_s: f64, unix_s: f64) -> Result<Sample, EngineError> {
-        let layout: Layout = cgroup::detect(&self.cfg.cgroup_root)
-            .map_err(|e| EngineError::Cgroups(e.to_string()))?;
-        let units = cgroup::read_units(&layout, &self.cfg.units)
-            .map_err(|e| EngineError::Cgroups(e.to_string()))?;
-        let host_busy_usec = Ok(cgroup::host_busy_usec(&self.cfg.proc_root)
-            .map_err(|e| EngineError::HostCpu(e.to_string()))?);
+        // A bad cgroup or /proc/stat file costs only the shares it feeds:
+        // host energy keeps being counted and the watchdog keeps being pinged.
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let units = match cgroup::detect(&self.cfg.cgroup_root) {
+            Ok(layout) => {
+                let scan = cgroup::read_units(&layout, &self.cfg.units);
+                for sk in scan.skipped {
+                    problems.push((sk.cgroup.clone(), sk.error.to_string()));
+                    self.resync.insert(sk.cgroup);
+                }
+                scan.units
+            }
+            Err(e) => {
+                if let Some(b) = &self.state.baseline {
+                    self.resync.extend(b.cgroups.keys().cloned());
+                }
+                problems.push((self.cfg.cgroup_root.display().to_string(), e.to_string()));
+                Vec::new()
+            }
+        };
+        let host_busy_usec = cgroup::host_busy_usec(&self.cfg.proc_root).map_err(|e| {
+            problems.push((
+                self.cfg.proc_root.join("stat").display().to_string(),
+                e.to_string(),
+            ));
+            e.to_string()
+        });
+        self.note_problems(problems);
         let gpus = match &mut self.gpu {
             Some(g) => g.sample().map_err(|e| e.to_string()),
             None => Err(self.gpu_unavailable.clone()),
@@ -175,6 +201,28 @@ impl Engine {
         })
     }
 
+    /// Warn once per bad counter file (naming it), and say when it is readable
+    /// again.
+    fn note_problems(&mut self, problems: Vec<(String, String)>) {
+        let bad: std::collections::BTreeSet<String> =
+            problems.iter().map(|(k, _)| k.clone()).collect();
+        for (key, error) in problems {
+            if self.bad_files.insert(key.clone()) {
+                warn!(
+                    counter = %key,
+                    error = %error,
+                    "CPU time counter unreadable: skipped (its share stays with the host) \
+                     until it is readable again"
+                );
+            }
+        }
+        let recovered: Vec<String> = self.bad_files.difference(&bad).cloned().collect();
+        for k in recovered {
+            info!(counter = %k, "CPU time counter readable again (or gone)");
+            self.bad_files.remove(&k);
+        }
+    }
+
     /// Integrate one sample into the in-memory state.
     pub fn apply(&mut self, s: Sample) {
         self.refresh_unit_gpus(&s);
@@ -182,7 +230,16 @@ impl Engine {
             unit_gpus: self.unit_gpus.clone(),
             power_profiles: self.cfg.power_profiles.clone(),
         };
-        let prev = self.state.baseline.take();
+        let mut prev = self.state.baseline.take();
+        // A cgroup skipped earlier restarts from its current counter: its time
+        // during the gap stayed with the host and is not counted twice.
+        for u in &s.units {
+            if self.resync.remove(&u.cgroup)
+                && let Some(p) = prev.as_mut()
+            {
+                p.cgroups.insert(u.cgroup.clone(), u.usage_usec);
+            }
+        }
         let (step, prev_unix) = match integrate::step(prev.as_ref(), &s, &attr) {
             Ok(step) => {
                 for note in &step.notes {

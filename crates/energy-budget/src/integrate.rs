@@ -195,12 +195,15 @@ pub fn step(prev: Option<&Baseline>, s: &Sample, attr: &Attribution) -> Result<S
         .map(|((u, d), inner)| (u, d.saturating_sub(inner)))
         .collect();
     if let Some(cpu_j) = out.cpu_j {
+        // Without the host's busy time at both ends the shares are unknown:
+        // the energy stays with the host rather than being split among the
+        // services as if they were all that ran.
         let host = match (&s.host_busy_usec, prev.host_busy_usec) {
-            (Ok(c), Some(p)) => c.saturating_sub(p),
-            _ => 0,
+            (Ok(c), Some(p)) => Some(c.saturating_sub(p)),
+            _ => None,
         };
         let sum: u64 = deltas.iter().map(|(_, d)| d).sum();
-        let denom = host.max(sum);
+        let denom = host.map_or(0, |h| h.max(sum));
         if denom > 0 {
             for (u, d) in &deltas {
                 let e = out.services.entry(u.service.clone()).or_default();

@@ -599,3 +599,81 @@ fn mig_instances_share_their_parent_gpus_energy() {
     close(e.state().totals.services["web"].gpu_j, 5.0, "web");
     close(e.state().totals.services["api"].gpu_j, 5.0, "api");
 }
+
+/// Issue #7: one unparsable `cpu.stat` skips that unit only; the host and the
+/// other services keep being counted, and the unit's gap is not counted twice
+/// when its file is readable again.
+#[test]
+fn unparsable_cpu_stat_skips_only_that_unit() {
+    let f = Fixture::new();
+    let mut e = engine(f.config(), None);
+    let good = "dickbox-web@3f9c0d1e5a7b2c44.service";
+    let bad = "dickbox-api@0123456789abcdef.service";
+    f.set_unit_usec("tori.slice", good, 0);
+    f.set_unit_usec("tori.slice", bad, 0);
+    sample(&mut e, 0.0);
+    let bad_stat = f
+        .root()
+        .join("cgroup/tori.slice")
+        .join(bad)
+        .join("cpu.stat");
+    common::write(&bad_stat, "");
+    f.set_uj("intel-rapl:0", 10_000_000);
+    f.set_busy_usec(1_000_000);
+    f.set_unit_usec("tori.slice", good, 500_000);
+    sample(&mut e, 1.0);
+    common::write(&bad_stat, "usage_usec garbage\n");
+    f.set_uj("intel-rapl:0", 20_000_000);
+    f.set_busy_usec(2_000_000);
+    sample(&mut e, 2.0);
+    close(e.state().totals.cpu_j, 20.0, "host energy still counted");
+    close(
+        e.state().totals.services["web"].cpu_j,
+        5.0,
+        "web's half of 10 J",
+    );
+    assert!(!e.state().totals.services.contains_key("api"));
+    // Readable again with a large counter: it becomes the baseline.
+    f.set_unit_usec("tori.slice", bad, 1_500_000);
+    f.set_uj("intel-rapl:0", 30_000_000);
+    f.set_busy_usec(3_000_000);
+    sample(&mut e, 3.0);
+    f.set_unit_usec("tori.slice", bad, 2_000_000);
+    f.set_uj("intel-rapl:0", 40_000_000);
+    f.set_busy_usec(4_000_000);
+    sample(&mut e, 4.0);
+    close(e.state().totals.cpu_j, 40.0, "host energy");
+    close(
+        e.state().totals.services["api"].cpu_j,
+        5.0,
+        "only the interval after recovery",
+    );
+}
+
+/// Issue #7: an unparsable `/proc/stat` must not block RAPL: host energy is
+/// counted, only the shares are skipped (not split as if services were all).
+#[test]
+fn unparsable_proc_stat_keeps_counting_host_energy() {
+    let f = Fixture::new();
+    let mut e = engine(f.config(), None);
+    let unit = "dickbox-web@3f9c0d1e5a7b2c44.service";
+    f.set_unit_usec("tori.slice", unit, 0);
+    sample(&mut e, 0.0);
+    common::write(&f.root().join("proc/stat"), "");
+    f.set_uj("intel-rapl:0", 10_000_000);
+    f.set_unit_usec("tori.slice", unit, 100_000);
+    sample(&mut e, 1.0);
+    close(e.state().totals.cpu_j, 10.0, "host energy");
+    let web = e
+        .state()
+        .totals
+        .services
+        .get("web")
+        .map_or(0.0, |s| s.cpu_j);
+    close(web, 0.0, "no share without host busy time");
+    // Missing cgroup hierarchy: still no failure.
+    std::fs::remove_file(f.root().join("cgroup/cgroup.controllers")).unwrap();
+    f.set_uj("intel-rapl:0", 20_000_000);
+    sample(&mut e, 2.0);
+    close(e.state().totals.cpu_j, 20.0, "host energy");
+}

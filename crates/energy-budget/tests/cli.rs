@@ -333,3 +333,34 @@ fn huge_durations_are_usage_errors_naming_key_and_value() {
         "{err}"
     );
 }
+
+/// Issue #7: an empty `cpu.stat` at start used to make `run` fail (a restart
+/// loop under systemd). Now the daemon starts, counts host energy and warns
+/// once, naming the file.
+#[test]
+fn daemon_runs_with_an_unparsable_cpu_stat_and_warns_once() {
+    let f = Fixture::new();
+    let cfg = f.config_file("  sample_interval: 100ms\n  sync_interval: 300ms\n");
+    let unit = "dickbox-web@aaaaaaaaaaaaaaaa.service";
+    f.set_unit_usec("tori.slice", unit, 0);
+    let stat = f
+        .root()
+        .join("cgroup/tori.slice")
+        .join(unit)
+        .join("cpu.stat");
+    common::write(&stat, "");
+    let child = start_daemon(&cfg);
+    wait_for_sync(&cfg, now());
+    f.set_uj("intel-rapl:0", 7_000_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = terminate(child);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!((cpu_j(&cfg) - 7.0).abs() < 1e-6, "{log}");
+    assert_eq!(
+        log.matches("CPU time counter unreadable").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains(&stat.display().to_string()), "{log}");
+}
