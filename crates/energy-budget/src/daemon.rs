@@ -245,6 +245,9 @@ impl Engine {
                 for note in &step.notes {
                     info!(note = %note, "counter epoch changed");
                 }
+                for w in &step.warnings {
+                    warn!(problem = %w, "energy counter not plausible");
+                }
                 let p = prev.as_ref().map(|b| b.unix_s).unwrap_or(s.unix_s);
                 (step, p)
             }

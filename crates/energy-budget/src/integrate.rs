@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use crate::cgroup::{UnitUsage, usage_delta};
 use crate::nvml::GpuReading;
-use crate::rapl::{RaplReading, delta_uj};
+use crate::rapl::{Delta, RaplReading, delta_uj};
 use crate::state::{Baseline, GpuBaseline, ServiceTotals};
 
 /// Everything read at one moment.
@@ -65,6 +65,8 @@ pub struct Step {
     pub elapsed_s: f64,
     /// Things worth a log line, e.g. a GPU counter epoch change.
     pub notes: Vec<String>,
+    /// Things worth a warning, e.g. a RAPL counter reset.
+    pub warnings: Vec<String>,
 }
 
 /// Why no energy was computed for a sample.
@@ -152,7 +154,27 @@ pub fn step(prev: Option<&Baseline>, s: &Sample, attr: &Attribution) -> Result<S
         let mut uj: u64 = 0;
         for z in zones {
             if let Some(&p) = prev.rapl.get(&z.zone) {
-                uj += delta_uj(p, z.energy_uj, z.max_energy_range_uj);
+                match delta_uj(p, z.energy_uj, z.max_energy_range_uj, elapsed_s) {
+                    Delta::Counted(d) => uj += d,
+                    Delta::Reset(d) => {
+                        uj += d;
+                        out.warnings.push(format!(
+                            "RAPL zone {} went back from {p} to {} µJ in {elapsed_s:.3} s, \
+                             more than a wrap at {} W could explain: counted as a counter \
+                             reset ({d} µJ from 0)",
+                            z.zone,
+                            z.energy_uj,
+                            crate::rapl::MAX_ZONE_WATTS
+                        ));
+                    }
+                    Delta::Implausible => out.warnings.push(format!(
+                        "RAPL zone {} jumped from {p} to {} µJ in {elapsed_s:.3} s, above {} W: \
+                         interval not counted",
+                        z.zone,
+                        z.energy_uj,
+                        crate::rapl::MAX_ZONE_WATTS
+                    )),
+                }
             }
         }
         out.cpu_j = Some(uj as f64 / 1e6);

@@ -76,6 +76,15 @@ pub fn read_zones(root: &Path) -> RaplReading {
         let energy = read_u64(&dir.join("energy_uj"));
         let max = read_u64(&dir.join("max_energy_range_uj"));
         match (energy, max) {
+            (Ok(energy_uj), Ok(max_energy_range_uj))
+                if max_energy_range_uj > 0 && energy_uj > max_energy_range_uj =>
+            {
+                return RaplReading::Unavailable(format!(
+                    "{}: {energy_uj} is above max_energy_range_uj {max_energy_range_uj}; \
+                     reading refused",
+                    dir.join("energy_uj").display()
+                ));
+            }
             (Ok(energy_uj), Ok(max_energy_range_uj)) => zones.push(ZoneReading {
                 zone,
                 name,
@@ -128,19 +137,54 @@ fn read_u64(path: &Path) -> Result<u64, RaplError> {
     })
 }
 
+/// The highest average power one zone is believed to draw, in watts. A
+/// counter change implying more than this between two samples is not energy:
+/// a counter that went backwards that far is a reset (not a wrap), and a
+/// forward jump that far is a bogus reading.
+pub const MAX_ZONE_WATTS: f64 = 10_000.0;
+
+/// How one zone's counter moved between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta {
+    /// Normal progress, or one wrap past `max_energy_range_uj`.
+    Counted(u64),
+    /// The counter went backwards further than a wrap can explain: it was
+    /// reset, and the new value is counted from 0.
+    Reset(u64),
+    /// The counter moved forward faster than [`MAX_ZONE_WATTS`]: nothing is
+    /// counted for this interval.
+    Implausible,
+}
+
 /// Energy in µJ between two readings of one counter that wraps after
-/// `max_energy_range_uj`.
+/// `max_energy_range_uj`, `elapsed_s` seconds apart.
 ///
 /// The kernel's counter runs from 0 up to `max_energy_range_uj` and starts over;
-/// a value lower than the last one means it wrapped once. Two wraps between
-/// samples cannot be told apart from one; at the largest package ranges
-/// (~262 kJ) and 250 W that needs over 17 minutes between samples, far above
-/// any sample interval the config allows to be useful.
-pub fn delta_uj(prev: u64, cur: u64, max_energy_range_uj: u64) -> u64 {
+/// a value lower than the last one means it wrapped once, unless the energy
+/// that wrap implies is above [`MAX_ZONE_WATTS`] × `elapsed_s`: then the
+/// counter was reset and only the new value counts. Two wraps between samples
+/// cannot be told apart from one; at the largest package ranges (~262 kJ) and
+/// 250 W that needs over 17 minutes between samples, far above any sample
+/// interval the config allows to be useful.
+pub fn delta_uj(prev: u64, cur: u64, max_energy_range_uj: u64, elapsed_s: f64) -> Delta {
+    let ceiling_uj = MAX_ZONE_WATTS * elapsed_s.max(0.0) * 1e6;
+    let plausible = |uj: u64| (uj as f64) <= ceiling_uj;
     if cur >= prev {
-        cur - prev
+        let d = cur - prev;
+        if plausible(d) {
+            Delta::Counted(d)
+        } else {
+            Delta::Implausible
+        }
     } else {
-        max_energy_range_uj.saturating_sub(prev) + cur
+        let wrapped = max_energy_range_uj.saturating_sub(prev).saturating_add(cur);
+        if plausible(wrapped) {
+            Delta::Counted(wrapped)
+        } else if plausible(cur) {
+            Delta::Reset(cur)
+        } else {
+            Delta::Reset(0)
+        }
     }
 }
 
@@ -150,9 +194,38 @@ mod tests {
 
     #[test]
     fn wrap_counts_the_distance_to_the_top_plus_the_new_value() {
-        assert_eq!(delta_uj(100, 250, 1000), 150);
-        assert_eq!(delta_uj(900, 50, 1000), 150);
-        assert_eq!(delta_uj(5, 5, 1000), 0);
+        assert_eq!(delta_uj(100, 250, 1000, 1.0), Delta::Counted(150));
+        assert_eq!(delta_uj(900, 50, 1000, 1.0), Delta::Counted(150));
+        assert_eq!(delta_uj(5, 5, 1000, 1.0), Delta::Counted(0));
+    }
+
+    #[test]
+    fn impossible_wrap_is_a_reset_and_impossible_jump_counts_nothing() {
+        // Issue #7: 5,000,000 -> 1,000,000 µJ in 100 ms with a 262 kJ range
+        // would be a 2.6 MW wrap: it is a reset, the new 1 J counts.
+        assert_eq!(
+            delta_uj(5_000_000, 1_000_000, 262_143_328_850, 0.1),
+            Delta::Reset(1_000_000)
+        );
+        // A real wrap near the top stays a wrap.
+        assert_eq!(
+            delta_uj(262_143_328_850 - 3_000_000, 2_000_000, 262_143_328_850, 1.0),
+            Delta::Counted(5_000_000)
+        );
+        // The ceiling itself is allowed: 10 kW for 1 s.
+        assert_eq!(
+            delta_uj(0, 10_000_000_000, u64::MAX, 1.0),
+            Delta::Counted(10_000_000_000)
+        );
+        assert_eq!(
+            delta_uj(0, 10_000_000_001, u64::MAX, 1.0),
+            Delta::Implausible
+        );
+        // A reset whose new value is itself impossible counts nothing.
+        assert_eq!(
+            delta_uj(900_000_000_000, 800_000_000_000, 1_000_000_000_000, 1.0),
+            Delta::Reset(0)
+        );
     }
 
     #[test]

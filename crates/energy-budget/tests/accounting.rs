@@ -677,3 +677,49 @@ fn unparsable_proc_stat_keeps_counting_host_energy() {
     sample(&mut e, 2.0);
     close(e.state().totals.cpu_j, 20.0, "host energy");
 }
+
+/// Issue #7: a RAPL counter going back within 100 ms cannot be a wrap (262 kJ
+/// in 0.1 s is 2.6 MW): it is a reset and the new value counts from 0.
+#[test]
+fn rapl_counter_going_back_too_fast_is_a_reset_not_a_wrap() {
+    let f = Fixture::new();
+    f.set_uj("intel-rapl:0", 5_000_000);
+    let mut e = engine(f.config(), None);
+    sample(&mut e, 0.0);
+    f.set_uj("intel-rapl:0", 1_000_000);
+    sample(&mut e, 0.1);
+    close(e.state().totals.cpu_j, 1.0, "reset: the new 1 J only");
+    f.set_uj("intel-rapl:0", 3_000_000);
+    sample(&mut e, 1.1);
+    close(
+        e.state().totals.cpu_j,
+        3.0,
+        "counting goes on from the reset",
+    );
+}
+
+/// Issue #7: `energy_uj` above `max_energy_range_uj` is refused, not counted.
+#[test]
+fn rapl_reading_above_its_range_is_refused() {
+    let f = Fixture::new();
+    let mut e = engine(f.config(), None);
+    sample(&mut e, 0.0);
+    f.set_uj("intel-rapl:0", PKG_MAX + 1);
+    let s = e.read_sample(1001.0, T0 + 1.0).unwrap();
+    match &s.rapl {
+        energy_budget::rapl::RaplReading::Unavailable(why) => {
+            assert!(why.contains("above max_energy_range_uj"), "{why}")
+        }
+        other => panic!("reading accepted: {other:?}"),
+    }
+    e.apply(s);
+    close(e.state().totals.cpu_j, 0.0, "nothing counted");
+    // Valid again: the baseline kept from before counts the real change.
+    f.set_uj("intel-rapl:0", 4_000_000);
+    sample(&mut e, 2.0);
+    close(
+        e.state().totals.cpu_j,
+        4.0,
+        "counted from the kept baseline",
+    );
+}
