@@ -24,7 +24,7 @@
 //! of the rotation can connect at once. It repeats each identity's current
 //! event every `announce_interval` for clients that missed it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,6 +103,8 @@ pub struct Bus {
     events: zmq::Socket,
     listening: Vec<Listening>,
     relayed: BTreeMap<Identity, u64>,
+    /// Previous generations whose secret could not be loaded (logged once).
+    unusable: BTreeSet<u64>,
     counters: BusCounters,
 }
 
@@ -160,6 +162,7 @@ impl Bus {
             events,
             listening: Vec::new(),
             relayed: BTreeMap::new(),
+            unusable: BTreeSet::new(),
             counters: BusCounters::default(),
             config,
         };
@@ -232,10 +235,26 @@ impl Bus {
                 .find(|l| l.generation == g.generation)
             {
                 Some(l) => l.grace_until = g.grace_until,
-                None => {
-                    let l = self.listen(g)?;
-                    self.listening.push(l);
-                }
+                None => match self.listen(g) {
+                    Ok(l) => {
+                        self.unusable.remove(&g.generation);
+                        self.listening.push(l);
+                    }
+                    // A damaged previous key must not take the current one
+                    // down with it: serve current, say loudly what is lost.
+                    Err(e) if Some(g.generation) != current => {
+                        if self.unusable.insert(g.generation) {
+                            tracing::error!(
+                                identity = %self.id,
+                                generation = g.generation,
+                                path = %self.store.identity_dir(&self.id).join(&g.secret_file).display(),
+                                error = %e,
+                                "previous key generation is unusable; its clients are not served until they move to the current key"
+                            );
+                        }
+                    }
+                    Err(e) => return Err(e),
+                },
             }
         }
         self.listening.sort_by_key(|l| l.generation);

@@ -128,6 +128,19 @@ fn identities(names: &[String], config: &Config) -> Result<Vec<Identity>, String
         .collect()
 }
 
+/// `status` and `list` fail (exit 1) when they found damaged or open files,
+/// after printing everything.
+fn flag_problems(exit: Exit, broken: bool) -> Exit {
+    if broken && matches!(exit, Exit::Ok) {
+        eprintln!(
+            "zmq-key-rotate: problems found in the key store (see PROBLEM lines / \"problems\")"
+        );
+        Exit::Failed
+    } else {
+        exit
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> Exit {
     match serde_json::to_string_pretty(value) {
         Ok(s) => {
@@ -223,8 +236,12 @@ pub fn run(cli: Cli) -> Exit {
                 }
             };
             match rotate::list(&config, &ids, now) {
-                Ok(rows) if json => print_json(&rows),
+                Ok(rows) if json => flag_problems(
+                    print_json(&rows),
+                    rows.iter().any(|r| !r.problems.is_empty()),
+                ),
                 Ok(rows) => {
+                    let broken = rows.iter().any(|r| !r.problems.is_empty());
                     println!(
                         "{:<12} {:>4} {:<8} {:<20} {:>10} {:<20} PRUNE",
                         "IDENTITY", "GEN", "ROLE", "CREATED", "AGE", "GRACE UNTIL"
@@ -250,8 +267,11 @@ pub fn run(cli: Cli) -> Exit {
                                 format!("after {}", r.prune_after)
                             }
                         );
+                        for p in &r.problems {
+                            println!("  PROBLEM: {p}");
+                        }
                     }
-                    Exit::Ok
+                    flag_problems(Exit::Ok, broken)
                 }
                 Err(e) => {
                     eprintln!("zmq-key-rotate: list: {e}");
@@ -260,8 +280,12 @@ pub fn run(cli: Cli) -> Exit {
             }
         }
         Command::Status { json } => match rotate::status(&config, &config.identities, now) {
-            Ok(rows) if json => print_json(&rows),
+            Ok(rows) if json => flag_problems(
+                print_json(&rows),
+                rows.iter().any(|s| !s.problems.is_empty()),
+            ),
             Ok(rows) => {
+                let broken = rows.iter().any(|s| !s.problems.is_empty());
                 for s in rows {
                     match s.current {
                         None => {
@@ -283,8 +307,11 @@ pub fn run(cli: Cli) -> Exit {
                             s.pruned_next
                         ),
                     }
+                    for p in &s.problems {
+                        println!("  PROBLEM: {p}");
+                    }
                 }
-                Exit::Ok
+                flag_problems(Exit::Ok, broken)
             }
             Err(e) => {
                 eprintln!("zmq-key-rotate: status: {e}");

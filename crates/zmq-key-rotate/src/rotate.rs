@@ -217,13 +217,30 @@ pub fn rotate(
             continue;
         }
 
+        // A current key whose secret cannot be loaded is replaced without
+        // being demoted: as `previous` the bus could not serve it anyway.
+        let demoted = match index
+            .generations
+            .iter()
+            .find(|g| Some(g.generation) == current)
+        {
+            Some(g) => match store.load_secret(id, g) {
+                Ok(_) => current,
+                Err(e) => {
+                    tracing::error!(identity = %id, generation = g.generation, error = %e, "current key is unusable; replacing it without a grace period");
+                    None
+                }
+            },
+            None => None,
+        };
+
         // Step 1: the new key pair and its files.
         let pair = zmq::CurveKeyPair::new().map_err(|e| RotateError::Generate {
             identity: id.clone(),
             message: e.to_string(),
         })?;
         let public = crate::z85::CurveKey::from_bytes(pair.public_key);
-        let plan = plan(id, &index, current, public.to_z85(), now, config);
+        let plan = plan(id, &index, demoted, public.to_z85(), now, config);
         let cert = cert::Cert {
             public,
             secret: Some(crate::z85::CurveKey::from_bytes(pair.secret_key)),
@@ -350,6 +367,8 @@ pub struct Listed {
     pub prune_after: String,
     /// True when the next rotation would delete it.
     pub pruned_next: bool,
+    /// What is wrong with its files (empty when they are fine).
+    pub problems: Vec<String>,
 }
 
 /// One identity as `status` shows it.
@@ -363,6 +382,9 @@ pub struct Status {
     pub previous_in_grace: bool,
     pub generations: usize,
     pub pruned_next: Vec<u64>,
+    /// Damaged or open files and folders of the current and previous
+    /// generations (empty when all is well).
+    pub problems: Vec<String>,
 }
 
 /// Lists every generation of `ids`, oldest first.
@@ -394,6 +416,7 @@ pub fn list(config: &Config, ids: &[Identity], now: SystemTime) -> Result<Vec<Li
                 grace_until: g.grace_until.map(rfc3339),
                 prune_after: rfc3339(g.created + config.retention.as_secs()),
                 pruned_next: next.iter().any(|n| n.generation == g.generation),
+                problems: store.generation_problems(id, g),
             });
         }
     }
@@ -415,6 +438,10 @@ pub fn status(
         let previous = store.linked(id, Link::Previous, &index)?;
         let find = |n: Option<u64>| index.generations.iter().find(|g| Some(g.generation) == n);
         let grace = find(previous).and_then(|g| g.grace_until);
+        let mut problems = store.folder_problems(id);
+        for g in [find(current), find(previous)].into_iter().flatten() {
+            problems.extend(store.generation_problems(id, g));
+        }
         out.push(Status {
             identity: id.to_string(),
             current,
@@ -427,6 +454,7 @@ pub fn status(
                 .iter()
                 .map(|g| g.generation)
                 .collect(),
+            problems,
         });
     }
     Ok(out)

@@ -274,6 +274,41 @@ impl Store {
         Ok(cert)
     }
 
+    /// What is wrong with a generation's files, one sentence each (empty
+    /// when both load, hold the recorded key, and the secret is private).
+    pub fn generation_problems(&self, id: &Identity, generation: &Generation) -> Vec<String> {
+        let mut out = Vec::new();
+        let public = self.identity_dir(id).join(&generation.public_file);
+        match read_cert(&public) {
+            Err(e) => out.push(e.to_string()),
+            Ok(c) if c.public.to_z85() != generation.public_key => out.push(
+                StoreError::KeyMismatch {
+                    path: public,
+                    found: c.public.to_z85(),
+                    recorded: generation.public_key.clone(),
+                }
+                .to_string(),
+            ),
+            Ok(_) => {}
+        }
+        if let Err(e) = self.load_secret(id, generation) {
+            out.push(e.to_string());
+        }
+        let secret = self.identity_dir(id).join(&generation.secret_file);
+        if let Some(p) = open_mode_problem(&secret, 0o004, "readable") {
+            out.push(p);
+        }
+        out
+    }
+
+    /// Folders of an identity that others may write (the bus refuses them).
+    pub fn folder_problems(&self, id: &Identity) -> Vec<String> {
+        [self.identity_dir(id), self.clients_dir(id)]
+            .iter()
+            .filter_map(|dir| open_mode_problem(dir, 0o002, "writable"))
+            .collect()
+    }
+
     /// Creates the identity's folders with their modes (and group when root).
     pub fn prepare(&self, id: &Identity, group: Option<&str>) -> Result<(), StoreError> {
         let dir = self.identity_dir(id);
@@ -409,6 +444,17 @@ fn check_entries(path: &Path, id: &Identity, index: &Index) -> Result<(), StoreE
         }
     }
     Ok(())
+}
+
+/// A sentence when `path` has a permission bit of `others` set.
+pub fn open_mode_problem(path: &Path, others: u32, what: &str) -> Option<String> {
+    let mode = fs::symlink_metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & others != 0).then(|| {
+        format!(
+            "{} has mode {mode:04o}: {what} by others (chmod o-rwx)",
+            path.display()
+        )
+    })
 }
 
 /// Reads and parses one zcert file.

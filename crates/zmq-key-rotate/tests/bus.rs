@@ -334,3 +334,66 @@ fn client_that_missed_a_rotation_learns_the_key_from_the_repeated_event() {
     );
     assert_eq!(received(&v), (0..300).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_missing_previous_secret_leaves_the_current_key_served() {
+    let host = Host::new();
+    host.rotate();
+    host.rotate();
+    let dir = host.keys().join("bus");
+    std::fs::remove_file(dir.join("bus-1.key_secret")).unwrap();
+    let bus = host.start_bus();
+    let current = host.run_dir().join("bus/current");
+    assert_eq!(
+        std::fs::read_link(&current).unwrap().to_str(),
+        Some("2"),
+        "current generation served"
+    );
+    common::wait_for(Duration::from_secs(5), || {
+        host.bus_log()
+            .contains("previous key generation is unusable")
+    });
+    let log = host.bus_log();
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(log.contains("bus-1.key_secret"), "path named: {log}");
+    assert_eq!(
+        log.matches("previous key generation is unusable").count(),
+        1,
+        "logged once: {log}"
+    );
+    drop(bus);
+
+    let status = host.run(&["status"]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("PROBLEM") && out.contains("bus-1.key_secret"),
+        "{out}"
+    );
+    let list = host.run(&["list", "--json"]);
+    assert_eq!(list.status.code(), Some(1));
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        rows[0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("bus-1.key_secret")
+    );
+    assert_eq!(rows[1]["problems"], serde_json::json!([]));
+}
+
+#[test]
+fn rotate_does_not_demote_a_current_key_whose_secret_is_broken() {
+    let host = Host::new();
+    host.rotate();
+    let dir = host.keys().join("bus");
+    std::fs::write(dir.join("bus-1.key_secret"), "truncated").unwrap();
+    let event = host.rotate();
+    assert_eq!(event["generation"], 2);
+    assert!(event["previous_public_key"].is_null(), "{event}");
+    assert!(
+        std::fs::read_link(dir.join("previous")).is_err(),
+        "a broken key must not become previous"
+    );
+    let _bus = host.start_bus();
+}
