@@ -272,6 +272,23 @@ fn apply_file(config: &mut Config, path: &Path, text: &str) -> Result<(), Config
             reason,
         })?;
     }
+    let bad_number = |key: &str, n: f64, reason: String| ConfigError::BadValue {
+        origin: origin.clone(),
+        key: key.to_string(),
+        value: n.to_string(),
+        reason,
+    };
+    if let Some(n) = f.budget_kwh {
+        check_number(n).map_err(|r| bad_number("budget_kwh", n, r))?;
+    }
+    for (key, map) in [
+        ("weights", &f.weights),
+        ("power_profiles", &f.power_profiles),
+    ] {
+        for (name, n) in map.iter().flatten() {
+            check_number(*n).map_err(|r| bad_number(&format!("{key}.{name}"), *n, r))?;
+        }
+    }
     macro_rules! take {
         ($($field:ident),*) => { $( if let Some(v) = f.$field { config.$field = v; } )* };
     }
@@ -373,9 +390,19 @@ fn parse_gpu(v: &str) -> Result<GpuSourceKind, String> {
 }
 
 fn parse_number(v: &str) -> Result<f64, String> {
-    match v.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-        _ => Err("expected a non-negative number".into()),
+    let n = v
+        .parse::<f64>()
+        .map_err(|_| "expected a non-negative number".to_string())?;
+    check_number(n)
+}
+
+/// The one check for every number setting (budget, weights, power profiles),
+/// whether it came from the file, the environment or a flag.
+fn check_number(n: f64) -> Result<f64, String> {
+    if n.is_finite() && n >= 0.0 {
+        Ok(n)
+    } else {
+        Err("expected a non-negative number".into())
     }
 }
 
@@ -439,6 +466,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid(format!(
             "sync_interval ({:?}) must not be shorter than sample_interval ({:?})",
             c.sync_interval, c.sample_interval
+        )));
+    }
+    if let Err(reason) = check_number(c.budget_kwh) {
+        return Err(ConfigError::Invalid(format!(
+            "budget_kwh {}: {reason}",
+            c.budget_kwh
         )));
     }
     if !(1..=100).contains(&c.enforce_cpu_quota) {
@@ -513,6 +546,39 @@ mod tests {
         for (input, want) in table {
             let got = parse_duration(input).ok().map(|d| d.as_secs_f64());
             assert_eq!(got, want, "duration {input:?}");
+        }
+    }
+
+    #[test]
+    fn bad_numbers_in_the_file_are_refused_like_env_and_flags() {
+        for v in [".nan", ".inf", "-.inf", "-3"] {
+            let (_d, p) = write(&format!("energy:\n  budget_kwh: {v}\n"));
+            let err = load(&p, true, &BTreeMap::new(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("budget_kwh") && err.contains("non-negative"),
+                "{v}: {err}"
+            );
+            let (_d, p) = write(&format!("energy:\n  weights: {{web: {v}}}\n"));
+            let err = load(&p, true, &BTreeMap::new(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("weights.web"), "{v}: {err}");
+        }
+        for v in ["NaN", "inf", "-3"] {
+            let env = BTreeMap::from([("DICKBOX_ENERGY_BUDGET_KWH".to_string(), v.to_string())]);
+            assert!(load(Path::new("/nonexistent/x.yml"), false, &env, &[]).is_err());
+            let set = [format!("budget_kwh={v}")];
+            assert!(
+                load(
+                    Path::new("/nonexistent/x.yml"),
+                    false,
+                    &BTreeMap::new(),
+                    &set
+                )
+                .is_err()
+            );
         }
     }
 

@@ -364,3 +364,16 @@ fn daemon_runs_with_an_unparsable_cpu_stat_and_warns_once() {
     );
     assert!(log.contains(&stat.display().to_string()), "{log}");
 }
+
+/// Issue #7: `budget_kwh: .nan` in YAML passed `check-config`.
+#[test]
+fn check_config_refuses_nan_budget_in_yaml() {
+    let f = Fixture::new();
+    for v in [".nan", ".inf", "-3"] {
+        let p = f.config_file(&format!("  budget_kwh: {v}\n"));
+        let out = cmd(&p, &["check-config"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{v}: {err}");
+        assert!(err.contains("budget_kwh"), "{v}: {err}");
+    }
+}
