@@ -58,6 +58,8 @@ pub enum BusError {
         endpoint: String,
         source: zmq::Error,
     },
+    #[error("refusing to start: {0}")]
+    Unsafe(String),
     #[error("create {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -129,6 +131,10 @@ impl Bus {
     /// generation that should listen now.
     pub fn start(config: Config) -> Result<Self, BusError> {
         require_curve()?;
+        let problems = Store::new(&config.keys_dir).permission_problems(&config.bus_identity);
+        if !problems.is_empty() {
+            return Err(BusError::Unsafe(problems.join("; ")));
+        }
         let ctx = zmq::Context::new();
         let zap = ctx
             .socket(zmq::REP)

@@ -438,9 +438,13 @@ pub fn status(
         let previous = store.linked(id, Link::Previous, &index)?;
         let find = |n: Option<u64>| index.generations.iter().find(|g| Some(g.generation) == n);
         let grace = find(previous).and_then(|g| g.grace_until);
-        let mut problems = store.folder_problems(id);
+        let mut problems = store.permission_problems(id);
         for g in [find(current), find(previous)].into_iter().flatten() {
-            problems.extend(store.generation_problems(id, g));
+            for p in store.generation_problems(id, g) {
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
         }
         out.push(Status {
             identity: id.to_string(),

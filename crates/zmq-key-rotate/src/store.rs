@@ -301,12 +301,30 @@ impl Store {
         out
     }
 
-    /// Folders of an identity that others may write (the bus refuses them).
-    pub fn folder_problems(&self, id: &Identity) -> Vec<String> {
-        [self.identity_dir(id), self.clients_dir(id)]
+    /// Permissions the bus refuses to start with: the identity folder or
+    /// `clients/` writable by others (anyone could add an allowed client or
+    /// swap a key), or a secret certificate in the identity folder readable by
+    /// others.
+    pub fn permission_problems(&self, id: &Identity) -> Vec<String> {
+        let dir = self.identity_dir(id);
+        let mut out: Vec<String> = [dir.clone(), self.clients_dir(id)]
             .iter()
-            .filter_map(|dir| open_mode_problem(dir, 0o002, "writable"))
-            .collect()
+            .filter_map(|d| open_mode_problem(d, 0o002, "writable"))
+            .collect();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            let mut secrets: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with("_secret"))
+                .collect();
+            secrets.sort();
+            out.extend(
+                secrets
+                    .iter()
+                    .filter_map(|p| open_mode_problem(p, 0o004, "readable")),
+            );
+        }
+        out
     }
 
     /// Creates the identity's folders with their modes (and group when root).

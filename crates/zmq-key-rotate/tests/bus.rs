@@ -397,3 +397,44 @@ fn rotate_does_not_demote_a_current_key_whose_secret_is_broken() {
     );
     let _bus = host.start_bus();
 }
+
+#[test]
+fn bus_refuses_open_folders_and_readable_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::new();
+    host.rotate();
+    let dir = host.keys().join("bus");
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    for (path, open, closed, want) in [
+        (
+            dir.join("clients"),
+            0o777,
+            0o750,
+            "mode 0777: writable by others",
+        ),
+        (dir.clone(), 0o752, 0o750, "mode 0752: writable by others"),
+        (
+            dir.join("bus-1.key_secret"),
+            0o604,
+            0o600,
+            "mode 0604: readable by others",
+        ),
+    ] {
+        mode(&path, open);
+        let out = host.cmd(&["bus"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", path.display());
+        assert!(
+            err.contains("refusing to start") && err.contains(path.to_str().unwrap()),
+            "{err}"
+        );
+        assert!(err.contains(want), "{err}");
+        let status = host.run(&["status"]);
+        assert_eq!(status.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&status.stdout).contains(want));
+        mode(&path, closed);
+    }
+    let _bus = host.start_bus();
+}
