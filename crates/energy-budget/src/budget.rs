@@ -214,7 +214,7 @@ pub enum AllocationError {
     BadService(String),
     #[error("{0:?} is not a kWh amount (a non-negative number, or `auto`)")]
     BadAmount(String),
-    #[error(transparent)]
+    #[error("write allocations: {0}")]
     Write(#[from] crate::state::StateError),
 }
 

@@ -31,11 +31,8 @@ pub enum EngineError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("write metrics {path}: {error}")]
-    Metrics {
-        path: std::path::PathBuf,
-        error: state::StateError,
-    },
+    #[error("write state: {0}")]
+    SaveState(state::StateError),
 }
 
 /// The accounting engine.
@@ -56,6 +53,8 @@ pub struct Engine {
     /// Counter files already warned about; each is warned about once until it
     /// is readable again.
     bad_files: std::collections::BTreeSet<String>,
+    /// The last metrics write error, warned about once until it changes.
+    metrics_error: Option<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -145,6 +144,7 @@ impl Engine {
             cpu_warned: false,
             resync: Default::default(),
             bad_files: Default::default(),
+            metrics_error: None,
         })
     }
 
@@ -402,7 +402,7 @@ impl Engine {
             for w in &due {
                 self.state.warnings_fired.remove(&w.key);
             }
-            return Err(e.into());
+            return Err(EngineError::SaveState(e));
         }
         for w in &due {
             warn!(
@@ -426,10 +426,27 @@ impl Engine {
             projection,
             self.cpu_available,
         );
-        metrics::write(&self.cfg.metrics_path, &text).map_err(|error| EngineError::Metrics {
-            path: self.cfg.metrics_path.clone(),
-            error,
-        })?;
+        // Metrics are a view for node-exporter: a missing or read-only folder
+        // is warned about (once per distinct error) and never stops the
+        // accounting.
+        match metrics::write(&self.cfg.metrics_path, &text) {
+            Ok(()) => {
+                if self.metrics_error.take().is_some() {
+                    info!(path = %self.cfg.metrics_path.display(), "metrics written again");
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.metrics_error.as_deref() != Some(e.as_str()) {
+                    warn!(
+                        path = %self.cfg.metrics_path.display(),
+                        error = %e,
+                        "write metrics failed; accounting goes on"
+                    );
+                    self.metrics_error = Some(e);
+                }
+            }
+        }
         Ok(due)
     }
 

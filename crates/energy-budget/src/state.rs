@@ -259,7 +259,7 @@ pub enum StateError {
         reason: String,
         backup: PathBuf,
     },
-    #[error("write state: {step} {path}: {source}")]
+    #[error("{step} {path}: {source}")]
     Write {
         step: &'static str,
         path: PathBuf,
@@ -418,22 +418,36 @@ fn write_rotating_with(
 
     // Crash here: the old file is intact; a stale .tmp is overwritten next time.
     let f = std::fs::File::create(&tmp).map_err(err("create", &tmp))?;
+    // Any failure from here on removes the temp file again, so a failed write
+    // leaves nothing behind.
+    let remove_tmp = |e: StateError| {
+        let _ = std::fs::remove_file(&tmp);
+        e
+    };
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, &f);
-    fill(&mut w).map_err(err("write", &tmp))?;
-    w.flush().map_err(err("write", &tmp))?;
+    fill(&mut w)
+        .map_err(err("write", &tmp))
+        .map_err(remove_tmp)?;
+    w.flush().map_err(err("write", &tmp)).map_err(remove_tmp)?;
     drop(w);
-    f.sync_all().map_err(err("fsync", &tmp))?;
+    f.sync_all()
+        .map_err(err("fsync", &tmp))
+        .map_err(remove_tmp)?;
     drop(f);
 
     // Crash after this rename: the current name is missing and `.bak` holds the
     // last good state, which loading picks up.
     if keep_backup && path.exists() {
-        std::fs::rename(path, backup_path(path)).map_err(err("rename to .bak", path))?;
+        std::fs::rename(path, backup_path(path))
+            .map_err(err("rename to .bak", path))
+            .map_err(remove_tmp)?;
     }
     // Crash after this rename but before the folder fsync: the file system may
     // show either name set; both the old and new files were fsynced, so either
     // is a complete state.
-    std::fs::rename(&tmp, path).map_err(err("rename", path))?;
+    std::fs::rename(&tmp, path)
+        .map_err(err("rename", path))
+        .map_err(remove_tmp)?;
     fsync_parent(path)
 }
 
@@ -463,6 +477,22 @@ mod tests {
         });
         s.totals.cpu_j = 1234.5;
         s
+    }
+
+    #[test]
+    fn failed_rename_removes_the_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty folder where the file should go: the rename fails.
+        let path = dir.path().join("energy-budget.prom");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), "").unwrap();
+        let err = write_rotating(&path, b"metric 1\n", false).unwrap_err();
+        assert!(err.to_string().starts_with("rename "), "{err}");
+        assert!(!err.to_string().contains("state"), "{err}");
+        assert!(
+            !with_suffix(&path, ".tmp").exists(),
+            "temp file left behind"
+        );
     }
 
     #[test]

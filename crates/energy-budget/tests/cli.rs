@@ -377,3 +377,34 @@ fn check_config_refuses_nan_budget_in_yaml() {
         assert!(err.contains("budget_kwh"), "{v}: {err}");
     }
 }
+
+/// Issue #7: an unwritable `metrics_path` (missing node-exporter folder) made
+/// `run` exit 1. Now it warns once and accounting goes on.
+#[test]
+fn unwritable_metrics_path_warns_once_and_accounting_goes_on() {
+    let f = Fixture::new();
+    let metrics = f.root().join("no-such-folder/energy-budget.prom");
+    let cfg = f.config_file("  sample_interval: 100ms\n  sync_interval: 300ms\n");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--set")
+        .arg(format!("metrics_path={}", metrics.display()))
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_sync(&cfg, now());
+    f.set_uj("intel-rapl:0", 3_000_000);
+    std::thread::sleep(Duration::from_millis(800));
+    let out = terminate(child);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!((cpu_j(&cfg) - 3.0).abs() < 1e-6, "{log}");
+    assert_eq!(log.matches("write metrics failed").count(), 1, "{log}");
+    assert!(!log.contains("write state"), "{log}");
+}
