@@ -58,6 +58,8 @@ pub enum BusError {
         endpoint: String,
         source: zmq::Error,
     },
+    #[error("another bus holds {path} ({holder}); one bus per runtime folder")]
+    Busy { path: PathBuf, holder: String },
     #[error("refusing to start: {0}")]
     Unsafe(String),
     #[error("create {path}: {source}")]
@@ -108,6 +110,8 @@ pub struct Bus {
     /// Previous generations whose secret could not be loaded (logged once).
     unusable: BTreeSet<u64>,
     counters: BusCounters,
+    /// `<runtime_dir>/bus/bus.lock`, flocked while the bus runs.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Bus {
@@ -147,6 +151,9 @@ impl Bus {
             path: bus_dir.clone(),
             source,
         })?;
+        // Before any bind: binding an ipc endpoint replaces the socket file
+        // of a bus already running there.
+        let lock = lock_runtime(&bus_dir)?;
         let events_endpoint = format!("ipc://{}", config.events_socket.display());
         let events = ctx
             .socket(zmq::PUB)
@@ -170,6 +177,7 @@ impl Bus {
             relayed: BTreeMap::new(),
             unusable: BTreeSet::new(),
             counters: BusCounters::default(),
+            _lock: lock,
             config,
         };
         bus.sync()?;
@@ -572,6 +580,42 @@ impl Bus {
         }
         Ok(())
     }
+}
+
+/// Takes `bus.lock` in the runtime folder without waiting and writes our pid
+/// in it; a second bus is told the holder's pid.
+fn lock_runtime(bus_dir: &std::path::Path) -> Result<std::fs::File, BusError> {
+    use std::io::{Read, Seek, Write};
+    let path = bus_dir.join("bus.lock");
+    let fail = |source| BusError::Dir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim() {
+                "" => "pid unknown".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(BusError::Busy { path, holder });
+        }
+        Err(e) => return Err(fail(e.into())),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(fail)?;
+    Ok(file)
 }
 
 /// Forwards up to `max` whole messages from `from` to every socket in `to`.

@@ -438,3 +438,21 @@ fn bus_refuses_open_folders_and_readable_secrets() {
     }
     let _bus = host.start_bus();
 }
+
+#[test]
+fn a_second_bus_on_the_same_runtime_folder_is_refused() {
+    let host = Host::new();
+    host.rotate();
+    let bus = host.start_bus();
+    let out = host.cmd(&["bus"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another bus holds") && err.contains(&format!("pid {}", bus.child.id())),
+        "{err}"
+    );
+    assert!(!err.contains("bus ready"), "{err}");
+    // The first bus still owns its sockets.
+    assert!(host.events_socket().exists());
+    assert!(!host.bus_log().contains("ERROR"), "{}", host.bus_log());
+}
