@@ -456,6 +456,24 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("duration out of range: {e}"))
 }
 
+/// The most hours of history `history_hours` may keep: one leap year.
+pub const MAX_HISTORY_HOURS: u32 = 8784;
+
+/// A systemd unit name the config may list in `units`: the characters systemd
+/// allows, a `.service`, `.slice` or `.scope` suffix, no path separator and no
+/// `..`, so a name can never walk out of the cgroup tree or the allocations.
+pub fn valid_unit_name(u: &str) -> bool {
+    let has_suffix = [".service", ".slice", ".scope"]
+        .iter()
+        .any(|s| u.len() > s.len() && u.ends_with(s));
+    has_suffix
+        && u.len() <= 255
+        && !u.starts_with('.')
+        && !u.contains("..")
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":-_.@\\".contains(&b))
+}
+
 fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.sample_interval < Duration::from_millis(50) {
         return Err(ConfigError::Invalid(
@@ -466,6 +484,20 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid(format!(
             "sync_interval ({:?}) must not be shorter than sample_interval ({:?})",
             c.sync_interval, c.sample_interval
+        )));
+    }
+    for u in &c.units {
+        if !valid_unit_name(u) {
+            return Err(ConfigError::Invalid(format!(
+                "units: {u:?} is not a unit name (letters, digits and :-_.@\\ only, \
+                 ending in .service, .slice or .scope, no \"/\" or \"..\", at most 255 bytes)"
+            )));
+        }
+    }
+    if !(1..=MAX_HISTORY_HOURS).contains(&c.history_hours) {
+        return Err(ConfigError::Invalid(format!(
+            "history_hours {} must be 1..={MAX_HISTORY_HOURS} (one leap year)",
+            c.history_hours
         )));
     }
     if let Err(reason) = check_number(c.budget_kwh) {
@@ -579,6 +611,35 @@ mod tests {
                 )
                 .is_err()
             );
+        }
+    }
+
+    #[test]
+    fn unit_names_and_history_hours_are_checked() {
+        for (u, ok) in [
+            ("batch.slice", true),
+            ("nginx.service", true),
+            ("dickbox-web@0123456789abcdef.service", true),
+            ("../../x", false),
+            ("../../x.service", false),
+            ("a/b.service", false),
+            ("x", false),
+            (".service", false),
+            ("a\0b.service", false),
+        ] {
+            assert_eq!(valid_unit_name(u), ok, "{u:?}");
+        }
+        let (_d, p) = write("energy:\n  units: [\"../../x\"]\n");
+        let err = load(&p, true, &BTreeMap::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("../../x"), "{err}");
+        for h in ["0", "8785"] {
+            let (_d, p) = write(&format!("energy:\n  history_hours: {h}\n"));
+            let err = load(&p, true, &BTreeMap::new(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("history_hours"), "{err}");
         }
     }
 

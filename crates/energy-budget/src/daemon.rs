@@ -31,6 +31,11 @@ pub enum EngineError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("boot id {path}: {value:?} is not a UUID")]
+    BadBootId {
+        path: std::path::PathBuf,
+        value: String,
+    },
     #[error("write state: {0}")]
     SaveState(state::StateError),
 }
@@ -98,6 +103,18 @@ impl Engine {
             })?
             .trim()
             .to_string();
+        // The boot id is a UUID; anything else (NUL bytes, an empty file) is
+        // not a boot id and would make every restart look like a new boot or
+        // none.
+        let well_formed = !boot_id.is_empty()
+            && boot_id.len() <= 64
+            && boot_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if !well_formed {
+            return Err(EngineError::BadBootId {
+                path: boot_path,
+                value: boot_id,
+            });
+        }
 
         let state = match state::load_for_daemon(&cfg.budget_path, now_unix as i64)? {
             state::Loaded::Fresh => {

@@ -723,3 +723,19 @@ fn rapl_reading_above_its_range_is_refused() {
         "counted from the kept baseline",
     );
 }
+
+/// Issue #7: a NUL-filled boot id was accepted as a boot id.
+#[test]
+fn malformed_boot_id_is_refused_naming_the_file() {
+    let f = Fixture::new();
+    for bad in ["\0\0\0\0", "", "not a uuid"] {
+        common::write(&f.root().join("proc/sys/kernel/random/boot_id"), bad);
+        let err = Engine::start(f.config(), Err("off".into()), T0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("boot_id") && err.contains("not a UUID"),
+            "{err}"
+        );
+    }
+}

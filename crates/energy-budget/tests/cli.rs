@@ -408,3 +408,24 @@ fn unwritable_metrics_path_warns_once_and_accounting_goes_on() {
     assert_eq!(log.matches("write metrics failed").count(), 1, "{log}");
     assert!(!log.contains("write state"), "{log}");
 }
+
+/// Issue #7: a path-like unit name in the config, and `allocate` of one.
+#[test]
+fn path_like_unit_names_are_refused() {
+    let f = Fixture::new();
+    let p = f.config_file("  units: [\"../../x\"]\n");
+    let out = cmd(&p, &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("../../x"), "{err}");
+    let p = f.config_file("  budget_kwh: 10\n");
+    let out = cmd(&p, &["allocate", "../../x", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        !f.root().join("state/energy.allocations.json").exists() || {
+            let t =
+                std::fs::read_to_string(f.root().join("state/energy.allocations.json")).unwrap();
+            !t.contains("../../x")
+        }
+    );
+}
