@@ -91,8 +91,22 @@ pub enum Command {
 
 /// An error that should exit with [`EXIT_USAGE`].
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct UsageError(#[from] pub config::ConfigError);
+pub enum UsageError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A command argument the command refuses (bad amount, name or hours).
+    #[error(transparent)]
+    Argument(report::ReportError),
+}
+
+/// A command's error, as a usage error when it is one.
+fn classify(e: report::ReportError) -> anyhow::Error {
+    if e.is_usage() {
+        UsageError::Argument(e).into()
+    } else {
+        e.into()
+    }
+}
 
 /// Load the configuration for `cli` from the real environment.
 pub fn load_config(cli: &Cli) -> Result<config::Loaded, UsageError> {
@@ -133,7 +147,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Allocate { service, kwh } => {
-            println!("{}", report::allocate(&cfg, &service, &kwh)?);
+            println!(
+                "{}",
+                report::allocate(&cfg, &service, &kwh).map_err(classify)?
+            );
             Ok(())
         }
         Command::Report {
@@ -141,7 +158,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             hours,
             json,
         } => {
-            let (v, text) = report::report(&cfg, service.as_deref(), hours, daemon::unix_now())?;
+            let (v, text) = report::report(&cfg, service.as_deref(), hours, daemon::unix_now())
+                .map_err(classify)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

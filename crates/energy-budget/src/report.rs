@@ -25,6 +25,23 @@ pub enum ReportError {
          use a smaller value or the period report"
     )]
     TooManyHours { asked: u32, kept: u32 },
+    #[error("--hours 0: ask for at least the current hour (1)")]
+    ZeroHours,
+}
+
+impl ReportError {
+    /// Whether the error is the caller's bad usage (exit 2) rather than a
+    /// failure (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ReportError::TooManyHours { .. }
+                | ReportError::ZeroHours
+                | ReportError::Allocation(
+                    budget::AllocationError::BadService(_) | budget::AllocationError::BadAmount(_)
+                )
+        )
+    }
 }
 
 /// The state for reading, with a note when it came from the backup.
@@ -221,6 +238,16 @@ pub fn report(
     hours: Option<u32>,
     now_unix: f64,
 ) -> Result<(Value, String), ReportError> {
+    match hours {
+        Some(0) => return Err(ReportError::ZeroHours),
+        Some(h) if h > cfg.history_hours => {
+            return Err(ReportError::TooManyHours {
+                asked: h,
+                kept: cfg.history_hours,
+            });
+        }
+        _ => {}
+    }
     let (st, note) = read_state(cfg)?;
     let (totals, span) = match hours {
         None => (
@@ -232,12 +259,6 @@ pub fn report(
             ),
         ),
         Some(h) => {
-            if h > cfg.history_hours {
-                return Err(ReportError::TooManyHours {
-                    asked: h,
-                    kept: cfg.history_hours,
-                });
-            }
             let this_hour = (now_unix as i64).div_euclid(3600) * 3600;
             let from = this_hour - i64::from(h.saturating_sub(1)) * 3600;
             let t = st.history.totals_since(from);

@@ -239,7 +239,7 @@ fn allocate_report_and_status_commands() {
     let out = cmd(&cfg, &["allocate", "batch", "7"]);
     assert_eq!(out.status.code(), Some(1), "over budget is refused");
     let out = cmd(&cfg, &["allocate", "Bad/Name", "1"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad name is bad usage");
     let out = cmd(&cfg, &["status"]);
     assert_eq!(out.status.code(), Some(1), "no state yet");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no energy state"));
@@ -278,7 +278,11 @@ fn allocate_report_and_status_commands() {
     let out = cmd(&cfg, &["report", "--service", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     let out = cmd(&cfg, &["report", "--hours", "100000"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "more hours than kept is bad usage"
+    );
     let out = cmd(&cfg, &["report"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("energy report, period"));
 }
@@ -421,11 +425,27 @@ fn path_like_unit_names_are_refused() {
     let p = f.config_file("  budget_kwh: 10\n");
     let out = cmd(&p, &["allocate", "../../x", "1"]);
     assert!(!out.status.success());
-    assert!(
-        !f.root().join("state/energy.allocations.json").exists() || {
-            let t =
-                std::fs::read_to_string(f.root().join("state/energy.allocations.json")).unwrap();
-            !t.contains("../../x")
-        }
-    );
+    let alloc = energy_budget::budget::allocations_path(&f.state_path());
+    let stored = std::fs::read_to_string(alloc).unwrap_or_default();
+    assert!(!stored.contains("../../x"), "{stored}");
+}
+
+/// Issue #7: bad amounts and hours are usage errors (exit 2), checked before
+/// any state is needed.
+#[test]
+fn bad_amounts_and_hours_exit_2() {
+    let f = Fixture::new();
+    let cfg = f.config_file("  budget_kwh: 10\n");
+    for amount in ["-5", "NaN", "inf", "lots"] {
+        let out = cmd(&cfg, &["allocate", "web", amount]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{amount}: {err}");
+        assert!(err.contains(amount), "{err}");
+    }
+    for hours in ["99999999", "0"] {
+        let out = cmd(&cfg, &["report", "--hours", hours]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{hours}: {err}");
+        assert!(err.contains("--hours"), "{err}");
+    }
 }
