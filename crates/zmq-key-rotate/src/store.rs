@@ -117,6 +117,8 @@ pub enum StoreError {
         found: String,
         recorded: String,
     },
+    #[error("{path} is not a symlink (it must link to a public certificate of the index)")]
+    NotLink { path: PathBuf },
     #[error("no key for identity {identity} in {dir}: run `zmq-key-rotate rotate` first")]
     NoCurrent { identity: Identity, dir: PathBuf },
     #[error("group {group:?} for {path}: {message}")]
@@ -237,6 +239,9 @@ impl Store {
         let target = match fs::read_link(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(StoreError::NotLink { path });
+            }
             Err(source) => return Err(StoreError::Read { path, source }),
         };
         let target = target.to_string_lossy().into_owned();

@@ -359,3 +359,44 @@ fn a_rotation_that_fails_leaves_no_orphan_key_files() {
     assert!(!dir.join("bus-1.key_secret").exists(), "orphan secret file");
     assert!(!dir.join("generations.json").exists());
 }
+
+#[test]
+fn status_and_list_flag_truncated_and_mismatched_certificates() {
+    let host = Host::new();
+    host.rotate();
+    host.rotate();
+    let dir = host.keys().join("bus");
+    // Current public certificate replaced by another generation's.
+    std::fs::copy(dir.join("bus-1.key"), dir.join("bus-2.key")).unwrap();
+    let out = host.run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("PROBLEM") && text.contains("bus-2.key holds public key"),
+        "{text}"
+    );
+    // A truncated public certificate.
+    let full = std::fs::read_to_string(dir.join("bus-1.key")).unwrap();
+    std::fs::write(dir.join("bus-1.key"), &full[..full.len() / 2]).unwrap();
+    let out = host.run(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("PROBLEM: certificate"), "{text}");
+    assert!(text.contains("bus-1.key"), "{text}");
+}
+
+#[test]
+fn current_as_a_plain_file_is_named_not_a_symlink() {
+    let host = Host::new();
+    host.rotate();
+    let current = host.keys().join("bus/current");
+    std::fs::remove_file(&current).unwrap();
+    std::fs::write(&current, "bus-1.key").unwrap();
+    for args in [&["status"][..], &["list"], &["rotate"]] {
+        let out = host.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("is not a symlink"), "{args:?}: {err}");
+        assert!(!err.contains("os error 22"), "{args:?}: {err}");
+    }
+}
