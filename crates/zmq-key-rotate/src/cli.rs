@@ -166,6 +166,14 @@ pub fn run(cli: Cli) -> Exit {
     let now = SystemTime::now();
     match cli.command {
         Command::CheckConfig => {
+            // The group must exist where the keys are made; other commands
+            // only need it when they run as root (see Store::prepare).
+            if let Some(group) = &config.key_group
+                && let Err(message) = crate::store::lookup_group(group)
+            {
+                eprintln!("zmq-key-rotate: zmq.key_group: {group:?}: {message}");
+                return Exit::Usage;
+            }
             match &config.file {
                 Some(p) => println!("# file: {}", p.display()),
                 None => println!("# file: none (defaults)"),

@@ -22,6 +22,18 @@ pub const DEFAULT_CONFIG: &str = "/etc/dickbox/dickbox.yml";
 /// The longest `grace` or `retention` accepted: 100 years (36 500 days).
 pub const MAX_PERIOD: Duration = Duration::from_secs(36_500 * 86_400);
 
+/// The longest path a unix socket can bind (108 bytes of sun_path less NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+fn valid_group_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 32
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
 /// Every key of the `zmq` section, in the order `check-config` prints them.
 pub const KEYS: &[&str] = &[
     "keys_dir",
@@ -323,6 +335,13 @@ fn resolve(raw: &Raw) -> Result<Config, ConfigError> {
             ));
         }
     }
+    if grace < Duration::from_secs(1) {
+        return Err(bad(
+            "grace",
+            "must be at least 1s (with no grace, clients on the previous key are cut at once)"
+                .into(),
+        ));
+    }
     if retention < grace {
         return Err(bad(
             "retention",
@@ -370,8 +389,39 @@ fn resolve(raw: &Raw) -> Result<Config, ConfigError> {
         return Err(bad("bus_tcp_address", "set without bus_tcp_ports".into()));
     }
 
+    // A unix socket path holds at most 107 bytes (sun_path is 108 with the
+    // final NUL). The bus's own sockets live under
+    // `<runtime_dir>/bus/<generation>/`; room is kept for 10-digit numbers.
+    let socket_len = events_socket.as_os_str().len();
+    if socket_len > MAX_SOCKET_PATH {
+        return Err(bad(
+            "events_socket",
+            format!(
+                "{} is {socket_len} bytes; a unix socket path holds at most {MAX_SOCKET_PATH}",
+                events_socket.display()
+            ),
+        ));
+    }
+    let longest_bus = runtime_dir.join("bus/0000000000/pub.sock");
+    if longest_bus.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(bad(
+            "runtime_dir",
+            format!(
+                "{} is too long: the bus sockets under it ({}) must fit {MAX_SOCKET_PATH} bytes",
+                runtime_dir.display(),
+                longest_bus.display()
+            ),
+        ));
+    }
+
     let key_group = match get("key_group") {
         Some((v, _)) if v.is_empty() => None,
+        Some((v, _)) if !valid_group_name(v) => {
+            return Err(bad(
+                "key_group",
+                format!("{v:?} is not a group name: use [a-z_][a-z0-9_-]*, at most 32 characters"),
+            ));
+        }
         Some((v, _)) => Some(v.clone()),
         None => Some("dickbox-svc".into()),
     };
@@ -447,6 +497,39 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         load(&FileChoice::Explicit(path), &env, &[])
+    }
+
+    #[test]
+    fn zero_grace_long_socket_paths_and_bad_group_names_are_refused() {
+        let e = load_text("zmq:\n  grace: 0s\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zmq.grace") && e.contains("at least 1s"), "{e}");
+        let long = format!("/{}", "s".repeat(107));
+        let e = load_text(&format!("zmq:\n  events_socket: {long}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("zmq.events_socket") && e.contains("108 bytes"),
+            "{e}"
+        );
+        let ok = format!("/{}", "s".repeat(106));
+        assert!(load_text(&format!("zmq:\n  events_socket: {ok}\n"), &[]).is_ok());
+        let long_run = format!("/{}", "r".repeat(90));
+        let e = load_text(
+            &format!("zmq:\n  runtime_dir: {long_run}\n  events_socket: /run/e.sock\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("zmq.runtime_dir"), "{e}");
+        let e = load_text("zmq:\n  key_group: no such group\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("zmq.key_group") && e.contains("not a group name"),
+            "{e}"
+        );
     }
 
     #[test]

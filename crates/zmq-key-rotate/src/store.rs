@@ -516,7 +516,7 @@ fn make_dir(path: &Path, mode: u32, gid: Option<u32>) -> Result<(), StoreError> 
 }
 
 /// Finds a group id in `/etc/group` (systemd-sysusers creates ours there).
-fn lookup_group(name: &str) -> Result<u32, String> {
+pub fn lookup_group(name: &str) -> Result<u32, String> {
     let text = fs::read_to_string("/etc/group").map_err(|e| format!("read /etc/group: {e}"))?;
     text.lines()
         .filter_map(|l| {

@@ -400,3 +400,25 @@ fn current_as_a_plain_file_is_named_not_a_symlink() {
         assert!(!err.contains("os error 22"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn check_config_refuses_a_group_that_does_not_exist() {
+    let host = Host::new();
+    let out = host
+        .cmd(&["check-config"])
+        .env("DICKBOX_ZMQ_KEY_GROUP", "test-only-nogroup")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("zmq.key_group") && err.contains("no such group"),
+        "{err}"
+    );
+    let out = host
+        .cmd(&["check-config"])
+        .env("DICKBOX_ZMQ_KEY_GROUP", "root")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
