@@ -109,6 +109,8 @@ pub struct Bus {
     relayed: BTreeMap<Identity, u64>,
     /// Previous generations whose secret could not be loaded (logged once).
     unusable: BTreeSet<u64>,
+    /// Unreadable files in `clients/` already warned about.
+    warned_clients: BTreeSet<PathBuf>,
     counters: BusCounters,
     /// `<runtime_dir>/bus/bus.lock`, flocked while the bus runs.
     _lock: std::fs::File,
@@ -176,6 +178,7 @@ impl Bus {
             listening: Vec::new(),
             relayed: BTreeMap::new(),
             unusable: BTreeSet::new(),
+            warned_clients: BTreeSet::new(),
             counters: BusCounters::default(),
             _lock: lock,
             config,
@@ -400,12 +403,22 @@ impl Bus {
             }
             _ => None,
         };
-        let allowed = match (key, self.store.client_keys(&self.id)) {
-            (Some(k), Ok(keys)) => keys.iter().find(|(_, c)| *c == k).map(|(p, _)| p.clone()),
-            (_, Err(errors)) => {
-                for e in errors {
-                    tracing::error!(error = %e, "cannot read allowed client keys; refusing");
+        let clients = self.store.client_keys(&self.id);
+        if let Ok(c) = &clients {
+            // Warn once per bad file, not on every handshake; a file that
+            // becomes readable and breaks again is reported again.
+            let bad: BTreeSet<PathBuf> = c.unreadable.iter().map(|(p, _)| p.clone()).collect();
+            for (path, e) in &c.unreadable {
+                if !self.warned_clients.contains(path) {
+                    tracing::warn!(error = %e, "skipping unreadable client certificate");
                 }
+            }
+            self.warned_clients = bad;
+        }
+        let allowed = match (key, clients) {
+            (Some(k), Ok(c)) => c.keys.iter().find(|(_, c)| *c == k).map(|(p, _)| p.clone()),
+            (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot read allowed client keys; refusing");
                 None
             }
             (None, _) => None,

@@ -401,15 +401,13 @@ impl Store {
     }
 
     /// Public keys of the clients a server of `id` accepts: every `*.key` file
-    /// in `clients/` (secret certificates there are ignored, never read).
-    pub fn client_keys(&self, id: &Identity) -> Result<Vec<(PathBuf, [u8; 32])>, Vec<StoreError>> {
+    /// in `clients/` (secret certificates there are ignored, never read),
+    /// with the files that could not be read, path and error.
+    pub fn client_keys(&self, id: &Identity) -> Result<ClientKeys, StoreError> {
         let dir = self.clients_dir(id);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(source) => return Err(vec![StoreError::Read { path: dir, source }]),
-        };
-        let mut keys = Vec::new();
-        let mut errors = Vec::new();
+        let entries =
+            fs::read_dir(&dir).map_err(|source| StoreError::Read { path: dir, source })?;
+        let mut out = ClientKeys::default();
         for entry in entries.flatten() {
             let path = entry.path();
             let is_public = path.extension().is_some_and(|e| e == "key");
@@ -417,18 +415,19 @@ impl Store {
                 continue;
             }
             match read_cert(&path) {
-                Ok(c) => keys.push((path, *c.public.as_bytes())),
-                Err(e) => errors.push(e),
+                Ok(c) => out.keys.push((path, *c.public.as_bytes())),
+                Err(e) => out.unreadable.push((path, e)),
             }
         }
-        if keys.is_empty() && !errors.is_empty() {
-            return Err(errors);
-        }
-        for e in errors {
-            tracing::warn!(error = %e, "skipping unreadable client certificate");
-        }
-        Ok(keys)
+        Ok(out)
     }
+}
+
+/// What `clients/` holds.
+#[derive(Debug, Default)]
+pub struct ClientKeys {
+    pub keys: Vec<(PathBuf, [u8; 32])>,
+    pub unreadable: Vec<(PathBuf, StoreError)>,
 }
 
 /// Refuses index entries whose file names are not exactly the ones this tool

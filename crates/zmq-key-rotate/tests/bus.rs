@@ -24,6 +24,8 @@ fn pyzmq_subscriber_receives_through_the_bus_and_unknown_key_is_refused() {
     let pub_cert = host.allowed_client("test-only-pub");
     let sub_cert = host.allowed_client("test-only-sub");
     let stranger = host.unknown_client("test-only-stranger");
+    // A damaged file among the allowed clients: skipped, warned about once.
+    std::fs::write(host.keys().join("bus/clients/test-only-broken.key"), "junk").unwrap();
     let _bus = host.start_bus();
 
     let sub_out = host.path("sub.json");
@@ -84,6 +86,15 @@ fn pyzmq_subscriber_receives_through_the_bus_and_unknown_key_is_refused() {
     assert!(received(&refused).is_empty(), "unknown key received data");
     assert!(
         host.bus_log().contains("client key refused"),
+        "{}",
+        host.bus_log()
+    );
+    // Three handshakes (subscriber, stranger, publisher), one warning.
+    assert_eq!(
+        host.bus_log()
+            .matches("skipping unreadable client certificate")
+            .count(),
+        1,
         "{}",
         host.bus_log()
     );
