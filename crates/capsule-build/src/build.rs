@@ -238,6 +238,14 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
         .with_context(|| format!("write {}", tmp.path().display()))?;
     set_mode(tmp.as_file(), 0o644)?;
     let release_id = ReleaseId::from_sha256_hex(&sha256).expect("sha256 hex is long enough");
+    // Flushing the archive to disk is mostly waiting; start it now on its
+    // own thread so it overlaps the signature's read-back and the records.
+    // Outputs::add syncs again before the rename (cheap by then), so a
+    // failure here is only logged.
+    let early_sync = {
+        let f = tmp.reopen().context("reopen the temporary archive")?;
+        std::thread::spawn(move || f.sync_data())
+    };
 
     // 5. The signature, over the bytes just written (read back from the same
     //    file), with the trusted comment binding name, version and digest.
@@ -369,6 +377,13 @@ pub fn build(req: &BuildRequest, progress: &mut dyn ProgressSink) -> Result<Buil
     let mut json = serde_json::to_vec_pretty(&record).context("encode build.json")?;
     json.push(b'\n');
     outputs.add_bytes(&format!("{stem}.build.json"), &json)?;
+    match early_sync.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "early sync of the archive failed; syncing again")
+        }
+        Err(_) => tracing::debug!("early sync thread panicked; syncing again"),
+    }
     outputs.add(tmp, &archive_name)?;
     let paths = outputs.commit()?;
     Ok(Built { record, paths })

@@ -342,7 +342,10 @@ pub fn pack<W: Write>(
                     source,
                 })?;
                 let mut h = header(tar::EntryType::Regular, mode, *size);
-                let mut reader = HashingReader::new(BufReader::with_capacity(256 * 1024, f));
+                // A buffer sized to the file: most files are small, and a
+                // 256 KiB buffer per file is an mmap and munmap each time.
+                let cap = (*size as usize).clamp(8 * 1024, 128 * 1024);
+                let mut reader = HashingReader::new(BufReader::with_capacity(cap, f));
                 tar.append_data(&mut h, &e.rel, (&mut reader).take(*size))
                     .map_err(|err| PackError::Read {
                         path: e.abs.clone(),
