@@ -7,6 +7,7 @@
 //! keeps serving; rollback returns to v1. Needs root; without it the test says
 //! it was skipped and why.
 
+#[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
 use std::fs;

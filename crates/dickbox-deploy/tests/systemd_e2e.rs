@@ -5,6 +5,7 @@
 //! step followed by recover, and two deploys at once. Needs root; without it
 //! each test says it was skipped and why.
 
+#[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
 use std::fs;

@@ -4,6 +4,7 @@
 //! budget warning with its message id, and is killed by the watchdog once it
 //! can no longer write its state. Needs root; skips with a reason otherwise.
 
+#[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
 use std::path::Path;

@@ -8,10 +8,7 @@
 //! Root only: as another user, or where a sandbox cannot run, each test prints
 //! "skipped: <reason>" and passes.
 
-#[expect(
-    dead_code,
-    reason = "the shared guard has helpers these tests do not use"
-)]
+#[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
 use std::path::Path;

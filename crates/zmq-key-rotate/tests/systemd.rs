@@ -3,10 +3,7 @@
 //! pruning, and the bus as a `Type=notify` service following a rotation.
 //! Runs as root only; elsewhere it prints why it skipped.
 
-#[expect(
-    dead_code,
-    reason = "the shared guard has helpers this test does not use"
-)]
+#[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
 use std::path::Path;

@@ -1,11 +1,18 @@
-//! A guard for Rust integration tests that need a real systemd: copy this file
-//! into `crates/<name>/tests/` (it is small on purpose; see STYLE.md on copying
-//! ten-line helpers) and `mod sandbox_guard;` it from a test file.
+//! A guard for Rust integration tests that need a real systemd. Every crate's
+//! tests include this one file by path, so there is a single copy:
+//!
+//! ```text
+//! #[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
+//! mod sandbox_guard;
+//! ```
 //!
 //! What must always hold: every sandbox that `Sandbox::up` starts is torn down
 //! by `Drop`, also when the test panics, and a host that cannot run a sandbox
 //! (not root, no overlayfs, no systemd) makes the test skip with a printed
 //! reason instead of failing.
+
+// Included by many test binaries, none of which uses every function.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,17 +42,31 @@ pub struct Sandbox {
     dir: PathBuf,
 }
 
+/// Whether this host can run a sandbox; prints why not (the test then passes
+/// as skipped). For tests that must prepare files before `Sandbox::up_with`.
+pub fn can_run() -> bool {
+    let check = run(Command::new(HARNESS).arg("check"));
+    if check.status.code() == Some(EXIT_CANNOT_RUN) {
+        eprintln!("skipped: {}", String::from_utf8_lossy(&check.stderr).trim());
+        return false;
+    }
+    assert!(check.status.success(), "dickbox-sandbox check: {check:?}");
+    true
+}
+
 impl Sandbox {
     /// Boots a sandbox with `bin_dir` bound read-only at [`INSIDE_BIN`].
     /// Returns `None` after printing the reason when this host cannot run one.
     /// `name` names the test (letters, digits, `-`; short).
     pub fn up(name: &str, bin_dir: &Path) -> Option<Sandbox> {
-        let check = run(Command::new(HARNESS).arg("check"));
-        if check.status.code() == Some(EXIT_CANNOT_RUN) {
-            eprintln!("skipped: {}", String::from_utf8_lossy(&check.stderr).trim());
+        Self::up_with(name, bin_dir, &[])
+    }
+
+    /// Like [`Sandbox::up`], with more `HOST:INSIDE[:ro]` binds.
+    pub fn up_with(name: &str, bin_dir: &Path, binds: &[String]) -> Option<Sandbox> {
+        if !can_run() {
             return None;
         }
-        assert!(check.status.success(), "dickbox-sandbox check: {check:?}");
 
         // Tests of one binary run as threads of one process: the counter
         // keeps their DIRs apart. CARGO_TARGET_TMPDIR is on disk, so a reboot
@@ -59,7 +80,8 @@ impl Sandbox {
         let up = run(Command::new(HARNESS)
             .arg("up")
             .arg(&sandbox.dir)
-            .args(["--name", &unique, "--bind", &bind]));
+            .args(["--name", &unique, "--bind", &bind])
+            .args(binds.iter().flat_map(|b| ["--bind", b.as_str()])));
         assert!(
             up.status.success(),
             "dickbox-sandbox up {}: {}",
@@ -72,7 +94,11 @@ impl Sandbox {
     /// Runs `args` inside and returns its output; the exit code is the
     /// command's own.
     pub fn exec(&self, args: &[&str]) -> Output {
-        run(Command::new(HARNESS).arg("exec").arg(&self.dir).arg("--").args(args))
+        run(Command::new(HARNESS)
+            .arg("exec")
+            .arg(&self.dir)
+            .arg("--")
+            .args(args))
     }
 
     /// Reboots: the root file system's changes survive, /run and /tmp do not.
