@@ -48,3 +48,52 @@ impl<W: Write> Write for HashingWriter<W> {
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
+
+/// An incremental SHA-256 giving both forms of the digest: hex for records
+/// and trusted comments, bytes for Sigstore checks.
+#[derive(Debug, Clone, Default)]
+pub struct Sha256Hasher(Sha256);
+
+impl Sha256Hasher {
+    pub fn new() -> Self {
+        Sha256Hasher(Sha256::new())
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The digest as lowercase hex and as bytes.
+    pub fn finish(self) -> (String, [u8; 32]) {
+        let raw: [u8; 32] = self.0.finalize().into();
+        (hex::encode(raw), raw)
+    }
+}
+
+/// Parses 64 hex digits (any case) into a SHA-256 digest.
+pub fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let mut raw = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    hex::decode_to_slice(s, &mut raw).ok()?;
+    Some(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hasher_and_parser_agree() {
+        let mut h = Sha256Hasher::new();
+        h.update(b"ab");
+        h.update(b"c");
+        let (hex, raw) = h.finish();
+        assert_eq!(hex, sha256_hex(b"abc"));
+        assert_eq!(parse_sha256_hex(&hex), Some(raw));
+        assert_eq!(parse_sha256_hex(&hex.to_uppercase()), Some(raw));
+        assert_eq!(parse_sha256_hex("12"), None);
+        assert_eq!(parse_sha256_hex(&"g".repeat(64)), None);
+    }
+}

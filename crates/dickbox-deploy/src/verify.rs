@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
+use capsule::digest::Sha256Hasher;
 use capsule::minisig::{KeyId, Keyring, MinisignError, Signature};
 use capsule::names::ReleaseId;
 use capsule::trusted::TrustedComment;
-use sha2_shim::Sha256State;
 
 use crate::config::{Require, Settings};
 
@@ -102,7 +102,7 @@ pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
     };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let hasher = std::thread::spawn(move || {
-        let mut sha = Sha256State::new();
+        let mut sha = Sha256Hasher::new();
         for chunk in rx {
             sha.update(&chunk);
         }
@@ -245,32 +245,6 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// SHA-256 through the capsule crate's hashing writer (no second sha2 copy).
-mod sha2_shim {
-    use std::io::Write;
-
-    pub struct Sha256State(capsule::digest::HashingWriter<std::io::Sink>);
-
-    impl Sha256State {
-        pub fn new() -> Self {
-            Sha256State(capsule::digest::HashingWriter::new(std::io::sink()))
-        }
-        pub fn update(&mut self, b: &[u8]) {
-            // Writing to a sink cannot fail.
-            let _ = self.0.write_all(b);
-        }
-        /// The digest as hex and as bytes.
-        pub fn finish(self) -> (String, [u8; 32]) {
-            let hex = self.0.finish().1;
-            let mut raw = [0u8; 32];
-            for (i, b) in raw.iter_mut().enumerate() {
-                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-            }
-            (hex, raw)
-        }
-    }
-}
-
 /// What `verify-blob` checks against.
 #[derive(Debug)]
 pub struct BlobRequest {
@@ -287,26 +261,16 @@ pub struct BlobRequest {
 pub fn verify_blob(settings: &Settings, req: &BlobRequest) -> anyhow::Result<String> {
     use capsule::sigstore::{self as ss, Identity, IdentityPolicy};
     let digest: [u8; 32] = match req.target.strip_prefix("sha256:") {
-        Some(hex) => {
-            let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-            let mut raw = [0u8; 32];
-            if ok {
-                for (i, b) in raw.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-                }
-            } else {
-                return Err(Refused::Other(format!(
-                    "{}: a digest is sha256: and 64 hex digits",
-                    req.target
-                ))
-                .into());
-            }
-            raw
-        }
+        Some(hex) => capsule::digest::parse_sha256_hex(hex).ok_or_else(|| {
+            Refused::Other(format!(
+                "{}: a digest is sha256: and 64 hex digits",
+                req.target
+            ))
+        })?,
         None => {
             let f =
                 File::open(&req.target).map_err(|e| anyhow::anyhow!("open {}: {e}", req.target))?;
-            let mut sha = Sha256State::new();
+            let mut sha = Sha256Hasher::new();
             let mut r = BufReader::with_capacity(1 << 20, f);
             let mut buf = vec![0u8; 1 << 20];
             loop {
