@@ -6,6 +6,7 @@
 //! archive writer (`pack`) and the safe reader (`unpack`), digests, the signed
 //! trusted comment (`trusted`) and minisign keys and signatures (`minisig`).
 
+mod capped;
 pub mod digest;
 pub mod manifest;
 pub mod minisig;

@@ -81,29 +81,21 @@ pub enum MinisignError {
 
 /// Reads a small text file, refusing ones larger than `max` bytes.
 fn read_small(path: &Path, max: u64, what: &'static str) -> Result<String, MinisignError> {
-    let f = std::fs::File::open(path).map_err(|source| MinisignError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|source| MinisignError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-    if buf.len() as u64 > max {
-        return Err(MinisignError::Malformed {
-            what,
-            origin: path.display().to_string(),
-            problem: format!("file is larger than {max} bytes"),
-        });
-    }
-    String::from_utf8(buf).map_err(|_| MinisignError::Malformed {
+    let malformed = |problem: String| MinisignError::Malformed {
         what,
         origin: path.display().to_string(),
-        problem: "not UTF-8 text".into(),
-    })
+        problem,
+    };
+    let buf = crate::capped::read_capped(path, max).map_err(|e| match e {
+        crate::capped::CappedRead::Io(source) => MinisignError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        crate::capped::CappedRead::TooLarge => {
+            malformed(format!("file is larger than {max} bytes"))
+        }
+    })?;
+    String::from_utf8(buf).map_err(|_| malformed("not UTF-8 text".into()))
 }
 
 /// Splits key or signature text into lines without CR or trailing

@@ -6,7 +6,6 @@
 //! cannot quietly narrow or widen trust. A signature is tried against each key
 //! in name order and the first that verifies is reported.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -39,25 +38,17 @@ pub(crate) fn read_small(
     max: u64,
     what: &'static str,
 ) -> Result<Vec<u8>, SigstoreError> {
-    let f = std::fs::File::open(path).map_err(|source| SigstoreError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|source| SigstoreError::Read {
+    crate::capped::read_capped(path, max).map_err(|e| match e {
+        crate::capped::CappedRead::Io(source) => SigstoreError::Read {
             path: path.to_owned(),
             source,
-        })?;
-    if buf.len() as u64 > max {
-        return Err(SigstoreError::Malformed {
+        },
+        crate::capped::CappedRead::TooLarge => SigstoreError::Malformed {
             what,
             origin: path.display().to_string(),
             problem: format!("file is larger than {max} bytes"),
-        });
-    }
-    Ok(buf)
+        },
+    })
 }
 
 impl CosignKeys {
