@@ -41,6 +41,11 @@ impl Host {
     }
 
     fn deploy(&self, args: &[&str]) -> Output {
+        self.deploy_with(args, &[])
+    }
+
+    /// Runs dickbox-deploy against this host root with more environment.
+    fn deploy_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let r = self.root.path();
         Command::new(BIN)
             .args(args)
@@ -53,6 +58,7 @@ impl Host {
             .env("DICKBOX_DEPLOY_METRICS_DIR", r.join("metrics"))
             // Nothing here may reach systemd: a systemctl that always fails.
             .env("DICKBOX_DEPLOY_SYSTEMCTL", "/bin/false")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }
@@ -621,16 +627,10 @@ fn signature_policy_matrix() {
             let (sig, _) = sign_cosign(&digest, &private_pem, "test key").unwrap();
             fs::write(format!("{}.cosign.sig", a.display()), sig).unwrap();
         }
-        let o = Command::new(BIN)
-            .args(["verify", a.to_str().unwrap()])
-            .env("DICKBOX_CONFIG", "/dev/null")
-            .env("DICKBOX_DEPLOY_REQUIRE", policy)
-            .env("DICKBOX_DEPLOY_STATE_DIR", h.path("state"))
-            .env("DICKBOX_DEPLOY_TRUST_DIR", h.path("trust"))
-            .env("DICKBOX_DEPLOY_LOCK_PATH", h.path("lock"))
-            .env("DICKBOX_DEPLOY_SYSTEMCTL", "/bin/false")
-            .output()
-            .unwrap();
+        let o = h.deploy_with(
+            &["verify", a.to_str().unwrap()],
+            &[("DICKBOX_DEPLOY_REQUIRE", policy)],
+        );
         let case = format!("require={policy} minisign={with_minisign} cosign={with_cosign}");
         match want {
             Ok(()) => assert!(o.status.success(), "{case}: {}", stderr(&o)),
@@ -666,15 +666,10 @@ fn signature_policy_matrix() {
     let digest: [u8; 32] = sha2::Sha256::digest(fs::read(&a).unwrap()).into();
     let (sig, _) = sign_cosign(&digest, &other_private, "rogue").unwrap();
     fs::write(format!("{}.cosign.sig", a.display()), sig).unwrap();
-    let o = Command::new(BIN)
-        .args(["verify", a.to_str().unwrap()])
-        .env("DICKBOX_CONFIG", "/dev/null")
-        .env("DICKBOX_DEPLOY_REQUIRE", "any")
-        .env("DICKBOX_DEPLOY_STATE_DIR", h.path("state"))
-        .env("DICKBOX_DEPLOY_TRUST_DIR", h.path("trust"))
-        .env("DICKBOX_DEPLOY_LOCK_PATH", h.path("lock"))
-        .output()
-        .unwrap();
+    let o = h.deploy_with(
+        &["verify", a.to_str().unwrap()],
+        &[("DICKBOX_DEPLOY_REQUIRE", "any")],
+    );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("does not verify with any trusted key"),
@@ -846,17 +841,7 @@ fn bombs_hidden_from_declared_sizes_are_refused() {
         let frames: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
         zstd_file(&a, &frames);
         h.sign(&a, "demo", "1.0.0");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["verify", a.to_str().unwrap()])
-            .env("DICKBOX_CONFIG", "/dev/null")
-            .env("DICKBOX_DEPLOY_STATE_DIR", h.path("state"))
-            .env("DICKBOX_DEPLOY_TRUST_DIR", h.path("trust"))
-            .env("DICKBOX_DEPLOY_LOCK_PATH", h.path("lock"))
-            .env("DICKBOX_DEPLOY_SYSTEMCTL", "/bin/false");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let o = cmd.output().unwrap();
+        let o = h.deploy_with(&["verify", a.to_str().unwrap()], &env);
         assert_eq!(o.status.code(), Some(3), "{what}: {}", stderr(&o));
         assert!(
             stderr(&o).contains(want),
