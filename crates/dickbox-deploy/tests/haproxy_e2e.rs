@@ -10,27 +10,22 @@
 #[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
+mod e2e;
+
+use e2e::{EXAMPLE, Host, bin_dir, text};
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use capsule::minisig::{SigningKey, generate_keypair};
 use capsule::pack::{self, PackOptions};
 use capsule::trusted::TrustedComment;
 use sandbox_guard::{INSIDE_BIN, Sandbox};
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello-api");
 const FRONT: u16 = 18080;
 const BLUE: u16 = 18081;
 const GREEN: u16 = 18082;
 const REPO: u16 = 18090;
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_dickbox-deploy"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// The example app, turned into a `listen: tcp` service that binds
 /// 127.0.0.1:$PORT; `health` goes into app/VERSION ("broken" fails /healthz).
@@ -139,33 +134,7 @@ const SHOW_SERVERS: &str = "/usr/bin/python3 -c \"import socket; \
 s = socket.socket(socket.AF_UNIX); s.connect('/run/dickbox-haproxy.sock'); \
 s.sendall(b'show servers state dickbox-hello-api\\n'); print(s.makefile().read())\"";
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Host<'a> {
-    sb: &'a Sandbox,
-}
-
 impl Host<'_> {
-    fn sh(&self, script: &str) -> Output {
-        self.sb.exec(&["sh", "-c", script])
-    }
-
-    fn ok(&self, script: &str) -> String {
-        let o = self.sh(script);
-        assert!(o.status.success(), "`{script}` failed: {}", text(&o));
-        text(&o)
-    }
-
-    fn deploy(&self, args: &str) -> Output {
-        self.sh(&format!("dickbox-deploy {args}"))
-    }
-
     /// What HAProxy's frontend answers.
     fn get(&self) -> String {
         let o = self.sh(&format!("curl -sS --max-time 5 http://127.0.0.1:{FRONT}/"));
@@ -182,14 +151,6 @@ impl Host<'_> {
     /// HAProxy's view: `server admin-state operational-state` lines.
     fn servers(&self) -> String {
         self.ok(SHOW_SERVERS)
-    }
-
-    fn active_instances(&self) -> Vec<String> {
-        let out = self.ok("systemctl list-units --state=active --plain --no-legend 'dickbox-hello-api@*.service' | awk '{print $1}'");
-        out.lines()
-            .map(str::to_owned)
-            .filter(|l| !l.is_empty())
-            .collect()
     }
 }
 

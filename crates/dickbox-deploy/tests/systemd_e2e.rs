@@ -8,27 +8,22 @@
 #[path = "../../../tests/sandbox/rust/sandbox_guard.rs"]
 mod sandbox_guard;
 
+mod e2e;
+
+use e2e::{EXAMPLE, Host, bin_dir, text};
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use capsule::minisig::{SigningKey, generate_keypair};
 use capsule::pack::{self, PackOptions};
 use capsule::trusted::TrustedComment;
 use sandbox_guard::{INSIDE_BIN, Sandbox};
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello-api");
 const RECOVER_UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../systemd/dickbox-recover.service"
 );
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_dickbox-deploy"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// A results folder bound at /results with signed capsules of the example in
 /// versions 1.0.0, 2.0.0 and 3.0.0 (3.0.0 fails its health check).
@@ -132,33 +127,7 @@ while not os.path.exists("/results/stop") and time.time() - start < 60 and ok + 
 json.dump({"ok": ok, "fail": fail, "errors": errors[:10]}, open("/results/load.json", "w"))
 "#;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Host<'a> {
-    sb: &'a Sandbox,
-}
-
 impl Host<'_> {
-    fn sh(&self, script: &str) -> Output {
-        self.sb.exec(&["sh", "-c", script])
-    }
-
-    fn ok(&self, script: &str) -> String {
-        let o = self.sh(script);
-        assert!(o.status.success(), "`{script}` failed: {}", text(&o));
-        text(&o)
-    }
-
-    fn deploy(&self, args: &str) -> Output {
-        self.sh(&format!("dickbox-deploy {args}"))
-    }
-
     /// What the front answers.
     fn get(&self) -> String {
         let o = self.sh(
@@ -172,14 +141,6 @@ impl Host<'_> {
             panic!("the front does not answer: {}\n{}", text(&o), text(&diag));
         }
         text(&o)
-    }
-
-    fn active_instances(&self) -> Vec<String> {
-        let out = self.ok("systemctl list-units --state=active --plain --no-legend 'dickbox-hello-api@*.service' | awk '{print $1}'");
-        out.lines()
-            .map(str::to_owned)
-            .filter(|l| !l.is_empty())
-            .collect()
     }
 
     /// Installs the binary, the trusted key and the recover unit.
