@@ -239,17 +239,22 @@ fn stock_minisign_verifies_our_signature_and_records_are_written() {
     assert_eq!(names.len(), 8, "{names:?}");
 }
 
+/// `DIR/NAME.pub` and `DIR/NAME.key` made by the stock minisign CLI with -W.
+fn stock_keypair_without_password(dir: &Path, name: &str) {
+    let o = run(tool("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(dir.join(format!("{name}.pub")))
+        .arg("-s")
+        .arg(dir.join(format!("{name}.key"))));
+    assert!(o.status.success(), "minisign -G -W: {}", stderr(&o));
+}
+
 #[test]
 fn keys_made_by_the_stock_minisign_cli_sign_with_capsule_build() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Without a password (-W): the CLI writes a zero checksum.
-    let o = run(tool("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(d.join("w.pub"))
-        .arg("-s")
-        .arg(d.join("w.key")));
-    assert!(o.status.success(), "{}", stderr(&o));
+    stock_keypair_without_password(d, "w");
     // With a password, given on stdin.
     let mut child = tool("minisign")
         .args(["-G", "-p"])
@@ -323,12 +328,7 @@ fn keys_made_by_the_stock_minisign_cli_sign_with_capsule_build() {
 fn signatures_made_by_the_stock_cli_verify_with_our_library_and_legacy_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = run(tool("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(d.join("k.pub"))
-        .arg("-s")
-        .arg(d.join("k.key")));
-    assert!(o.status.success());
+    stock_keypair_without_password(d, "k");
     fs::write(d.join("blob"), vec![42u8; 100_000]).unwrap();
     let o = run(tool("minisign")
         .args(["-S", "-s"])
