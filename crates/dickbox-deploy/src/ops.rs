@@ -72,9 +72,20 @@ fn tx_id() -> String {
 pub fn verify_only(ctx: &Ctx, source: &Path) -> Result<Release> {
     let _lock = lock::acquire(&ctx.s.raw.lock_path, ctx.s.lock_timeout)?;
     let mut v = verify::verify(&ctx.s, source)?;
+    stage_checked(ctx, &mut v, |_| Ok(()))
+}
+
+/// Stages a verified capsule, then runs `extra` and the release checks
+/// deploy and verify share; a release this call staged is removed again when
+/// a check refuses it (exit code 3).
+fn stage_checked(
+    ctx: &Ctx,
+    v: &mut verify::Verified,
+    extra: impl FnOnce(&Release) -> Result<()>,
+) -> Result<Release> {
     let existed = ctx.s.releases_dir().join(v.release_id.as_str()).exists();
-    let rel = stage::stage(&ctx.s, &mut v)?;
-    if let Err(e) = check_release(ctx, &v, &rel) {
+    let rel = stage::stage(&ctx.s, v)?;
+    if let Err(e) = extra(&rel).and_then(|()| check_release(ctx, v, &rel)) {
         if !existed {
             stage::make_writable(&rel.path);
             let _ = fs::remove_dir_all(&rel.path);
@@ -129,34 +140,26 @@ pub fn deploy(ctx: &Ctx, source: &Path, opts: &DeployOptions) -> Result<Release>
     let _lock = lock::acquire(&ctx.s.raw.lock_path, ctx.s.lock_timeout)?;
     let started = Instant::now();
     let mut v = verify::verify(&ctx.s, source)?;
-    let existed = ctx.s.releases_dir().join(v.release_id.as_str()).exists();
-    let rel = stage::stage(&ctx.s, &mut v)?;
+    // The downgrade floor, checked on the verified manifest.
+    let floors = state::floors(&ctx.s)?;
+    let rel = stage_checked(ctx, &mut v, |rel| {
+        let (name, version) = (&rel.manifest.name, &rel.manifest.version);
+        if let Some(floor) = floors.get(name.as_str())
+            && version < floor
+        {
+            if !opts.allow_downgrade {
+                bail!(
+                    "{name} {version} is older than {floor}, the highest version deployed on \
+                     this host: refusing a downgrade (use `rollback` to a kept release, or \
+                     --allow-downgrade)"
+                );
+            }
+            tracing::warn!(capsule = %name, version = %version, floor = %floor, "downgrade allowed by --allow-downgrade");
+        }
+        Ok(())
+    })?;
     let name = rel.manifest.name.clone();
     let version = rel.manifest.version.clone();
-    let discard = |why: String| -> anyhow::Error {
-        if !existed {
-            stage::make_writable(&rel.path);
-            let _ = fs::remove_dir_all(&rel.path);
-        }
-        Refused::Other(why).into()
-    };
-
-    // The downgrade floor. Checked on the verified manifest; a refused
-    // release that this call staged is removed again.
-    let floors = state::floors(&ctx.s)?;
-    if let Some(floor) = floors.get(name.as_str())
-        && &version < floor
-    {
-        if !opts.allow_downgrade {
-            return Err(discard(format!(
-                "{name} {version} is older than {floor}, the highest version deployed on this host: \
-                 refusing a downgrade (use `rollback` to a kept release, or --allow-downgrade)"
-            )));
-        }
-        tracing::warn!(capsule = %name, version = %version, floor = %floor, "downgrade allowed by --allow-downgrade");
-    }
-
-    check_release(ctx, &v, &rel).map_err(|e| discard(e.to_string()))?;
 
     let all_current = rel
         .manifest
