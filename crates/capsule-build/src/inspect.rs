@@ -1,7 +1,7 @@
 //! `capsule-build inspect`: what a capsule holds, without extracting it.
 
 use std::fs::File;
-use std::io::{BufReader, Seek};
+use std::io::{BufRead, BufReader, Seek};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -40,18 +40,17 @@ pub struct SigInfo {
 pub fn inspect(path: &Path, pubkey: Option<&Path>) -> Result<Inspection> {
     let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let sha256 = {
-        let mut h = capsule::digest::HashingWriter::new(std::io::sink());
-        std::io::copy(&mut BufReader::with_capacity(1 << 20, &f), &mut h)
-            .with_context(|| format!("read {}", path.display()))?;
-        h.finish().1
-    };
 
+    // The signature and, with --pubkey, the key: read before the archive so
+    // one pass over it gives both the SHA-256 and the verification.
     let sig_path = PathBuf::from(format!("{}{}", path.display(), capsule::MINISIG_SUFFIX));
-    let signature = if sig_path.exists() {
-        let sig = Signature::from_file(&sig_path).map_err(|e| InputError::msg(e.to_string()))?;
-        let mut status = "not checked (give --pubkey to verify)".to_owned();
-        if let Some(pk) = pubkey {
+    let sig = if sig_path.exists() {
+        Some(Signature::from_file(&sig_path).map_err(|e| InputError::msg(e.to_string()))?)
+    } else {
+        None
+    };
+    let key = match (&sig, pubkey) {
+        (Some(sig), Some(pk)) => {
             let key = PublicKey::from_file(pk)?;
             if key.key_id != sig.key_id {
                 return Err(VerifyError(format!(
@@ -63,9 +62,40 @@ pub fn inspect(path: &Path, pubkey: Option<&Path>) -> Result<Inspection> {
                 ))
                 .into());
             }
-            f.rewind().context("rewind")?;
-            sig.verify_reader(&key, BufReader::with_capacity(1 << 20, &f))
-                .map_err(|e| VerifyError(e.to_string()))?;
+            Some((key, pk))
+        }
+        _ => None,
+    };
+    let mut verifier = match (&sig, &key) {
+        (Some(sig), Some((key, _))) => {
+            Some(sig.verifier(key).map_err(|e| VerifyError(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let mut hasher = capsule::digest::Sha256Hasher::new();
+    {
+        let mut r = BufReader::with_capacity(1 << 20, &f);
+        loop {
+            let buf = r
+                .fill_buf()
+                .with_context(|| format!("read {}", path.display()))?;
+            if buf.is_empty() {
+                break;
+            }
+            hasher.update(buf);
+            if let Some(v) = verifier.as_mut() {
+                v.update(buf);
+            }
+            let n = buf.len();
+            r.consume(n);
+        }
+    }
+    let sha256 = hasher.finish().0;
+
+    let signature = if let Some(sig) = &sig {
+        let mut status = "not checked (give --pubkey to verify)".to_owned();
+        if let (Some(v), Some((key, pk))) = (verifier, &key) {
+            v.finish().map_err(|e| VerifyError(e.to_string()))?;
             let tc = TrustedComment::parse(&sig.trusted_comment)
                 .map_err(|e| VerifyError(e.to_string()))?;
             if tc.sha256 != sha256 {
