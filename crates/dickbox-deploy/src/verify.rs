@@ -164,20 +164,23 @@ pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
         let dir = settings.sigstore_dir();
         let cosign_path = side(archive, capsule::COSIGN_SUFFIX);
         let bundle_path = side(archive, capsule::SIGSTORE_SUFFIX);
-        let keys = || -> anyhow::Result<ss::CosignKeys> {
+        // The trusted cosign keys, loaded once and only if a Sigstore file
+        // is present (both kinds of signature may use them).
+        let keys = if cosign_path.exists() || bundle_path.exists() {
             let kd = dir.join("keys");
-            Ok(if kd.is_dir() {
+            if kd.is_dir() {
                 ss::CosignKeys::load(&kd).map_err(Refused::from)?
             } else {
                 ss::CosignKeys::default()
-            })
+            }
+        } else {
+            ss::CosignKeys::default()
         };
         if cosign_path.exists() {
             let text = std::fs::read_to_string(&cosign_path)
                 .map_err(|e| anyhow::anyhow!("read {}: {e}", cosign_path.display()))?;
-            let by =
-                ss::verify_cosign(&digest, &text, &cosign_path.display().to_string(), &keys()?)
-                    .map_err(Refused::from)?;
+            let by = ss::verify_cosign(&digest, &text, &cosign_path.display().to_string(), &keys)
+                .map_err(Refused::from)?;
             tracing::info!(key = %by.path.display(), fingerprint = %by.fingerprint, "cosign signature verified");
             signers.push(format!("cosign key {}", by.path.display()));
             present.sigstore = true;
@@ -200,7 +203,7 @@ pub fn verify(settings: &Settings, archive: &Path) -> anyhow::Result<Verified> {
                 &bundle_path.display().to_string(),
                 &root,
                 &policy,
-                Some(&keys()?),
+                Some(&keys),
             )
             .map_err(Refused::from)?;
             tracing::info!(signer = ?ok.signer, log_index = ok.log_index, "Sigstore bundle verified");
